@@ -1,0 +1,75 @@
+"""One error hierarchy for nnstudy.
+
+Two kinds of failure are kept apart (as Keras Tuner does):
+
+* :class:`UserInputError` and its subclasses — the configuration, the data or the
+  arguments are wrong. Raised *before* anything is written; the CLI turns them into one
+  line and exit code 2.
+* :class:`TrialFailed` — one trial failed (diverged, out of memory, ...). The trial is
+  recorded as FAIL with its reason and the study goes on.
+
+Anything else is a bug or an environment problem and exits with code 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NnstudyError(Exception):
+    """Base class of every error nnstudy raises on purpose."""
+
+    exit_code = 1
+
+
+class UserInputError(NnstudyError):
+    """Bad input from the user: spec, data, arguments or store location. Exit code 2."""
+
+    exit_code = 2
+
+
+class SpecError(UserInputError):
+    """A study spec that does not validate.
+
+    The message always names the file, the field, the offending value and what is allowed.
+    """
+
+    def __init__(self, file: str | Path | None, field: str, problem: str) -> None:
+        self.file = str(file) if file is not None else "<spec>"
+        self.field = field
+        self.problem = problem
+        where = f"{self.file}: {field}" if field else self.file
+        super().__init__(f"{where}: {problem}")
+
+
+class DataError(UserInputError):
+    """A data set that cannot be used (missing file, bad column, single class, ...)."""
+
+    def __init__(self, source: str | Path, problem: str, *, column: str | None = None) -> None:
+        self.source = str(source)
+        self.column = column
+        where = f"{self.source}: column {column!r}" if column else self.source
+        super().__init__(f"{where}: {problem}")
+
+
+class StoreError(UserInputError):
+    """A storage or tracking URI that cannot be used (unknown scheme, unreachable, read-only)."""
+
+
+class StudyNotFoundError(UserInputError):
+    """The study asked for does not exist in the given storage."""
+
+
+class TrialFailed(NnstudyError):
+    """One trial failed for a known reason; the study records it and goes on."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class StudyInterrupted(NnstudyError):
+    """The study was stopped by a signal (Ctrl-C, SIGTERM); finished trials are kept."""
+
+    exit_code = 130

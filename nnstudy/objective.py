@@ -1,0 +1,149 @@
+"""The Optuna objective: one trial = sample a configuration, train it, record it in MLflow.
+
+The data and the input pipeline are made once per process and closed over; a trial never
+reloads them. The trial's value is the study metric at its best epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+
+from nnstudy.data import PreparedData
+from nnstudy.errors import TrialFailed
+from nnstudy.spec import StudySpec
+from nnstudy.tracking import TAG_FAIL_REASON, Tracker
+from nnstudy.training import InputPipeline, TrainResult, device_name, train
+
+#: called as progress(trial_number, epoch, logs) after every epoch
+EpochProgress = Callable[[int, int, dict[str, float]], None]
+#: called with the finished training result (e.g. to keep the best model)
+ResultHook = Callable[[optuna.Trial, str, TrainResult], None]
+
+# user attributes written on every Optuna trial
+ATTR_RUN_ID = "mlflow_run_id"
+ATTR_FAIL_REASON = "fail_reason"
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """The seed of one trial: fixed by the study seed and the trial number."""
+    return (study_seed * 1_000_003 + trial_number * 7919 + 1) % (2**31 - 1)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, TensorFlow's ResourceExhaustedError, or a backend's 'out of memory' error."""
+    if isinstance(err, MemoryError):
+        return True
+    name = type(err).__name__
+    text = str(err).lower()
+    return name == "ResourceExhaustedError" or "resource_exhausted" in text or "out of memory" in text
+
+
+@dataclass
+class Objective:
+    """Callable passed to ``study.optimize``."""
+
+    spec: StudySpec
+    data: PreparedData
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    progress: EpochProgress | None = None
+    on_result: ResultHook | None = None
+    run_tags: dict[str, str] = field(default_factory=dict)
+    pipeline: InputPipeline | None = None
+
+    def __post_init__(self) -> None:
+        if self.pipeline is None:
+            self.pipeline = InputPipeline(self.data)
+        self.device = device_name()
+
+    def fixed_params(self) -> dict[str, Any]:
+        """Everything besides the searched parameters that decides a trial's outcome."""
+        t = self.spec.train
+        return {"metric": self.spec.study.metric, "max_epochs": t.max_epochs,
+                "early_stopping_patience": t.early_stopping_patience,
+                "restore_best_weights": t.restore_best_weights, "min_delta": t.min_delta,
+                "data_source": self.spec.data.source, "task": self.data.task,
+                "validation_fraction": self.spec.data.validation_fraction,
+                "test_fraction": self.spec.data.test_fraction, "split_seed": self.spec.study.seed}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec, metric = self.spec, self.spec.study.metric
+        params = spec.space.suggest(trial)
+        seed = trial_seed(spec.study.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", platform.node())
+        run = self.tracker.start_trial(
+            self.experiment_id, self.parent_run_id, spec.name, trial.number,
+            params={**params, **self.fixed_params(), "seed": seed},
+            tags={**self.run_tags, "nnstudy.device": self.device, "nnstudy.data_digest": self.data.digest},
+        )
+        trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
+            run.log_epoch(epoch, logs)
+            if self.progress is not None:
+                self.progress(trial.number, epoch, logs)
+            value = logs.get(metric)
+            if value is None or not math.isfinite(value):
+                return False
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        try:
+            result = train(self.data, params, spec.train, metric=metric, direction=spec.direction, seed=seed,
+                           pipeline=self.pipeline, on_epoch=on_epoch)
+        except BaseException as err:
+            run.flush()
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            reason = "interrupted" if interrupted else ("out-of-memory" if is_out_of_memory(err) else "error")
+            trial.set_user_attr(ATTR_FAIL_REASON, reason)
+            self.tracker.end_run(run.run_id, "KILLED" if interrupted else "FAILED",
+                                 {TAG_FAIL_REASON: reason, "nnstudy.error": f"{type(err).__name__}: {err}"[:4000]})
+            if reason == "out-of-memory":
+                raise TrialFailed(reason, f"{type(err).__name__}: {err}"[:500]) from err
+            raise
+        run.flush()
+        return self._record(trial, run.run_id, params, result, run.logging_s)
+
+    def _record(self, trial: optuna.Trial, run_id: str, params: dict[str, Any], result: TrainResult,
+                logging_s: float) -> float:
+        metric = self.spec.study.metric
+        value = result.value(metric)
+        summary = {"best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
+                   "duration_s": result.duration_s, "mlflow_logging_s": logging_s,
+                   f"best_{metric}": value, **result.test_metrics}
+        for key in ("best_epoch", "stopped_epoch"):
+            trial.set_user_attr(key, summary[key])
+        trial.set_user_attr("early_stopped", result.early_stopped)
+        trial.set_user_attr("duration_s", round(result.duration_s, 3))
+        tags = {"nnstudy.early_stopped": str(result.early_stopped).lower()}
+        if result.diverged_at is not None:
+            detail = (f"loss became NaN/infinite or exploded at epoch {result.diverged_at} "
+                      f"(learning_rate={params['learning_rate']:g}, optimizer={params['optimizer']})")
+            trial.set_user_attr(ATTR_FAIL_REASON, "diverged")
+            trial.set_user_attr("diverged_at", result.diverged_at)
+            self.tracker.log_summary(run_id, {**summary, "diverged_at": result.diverged_at}, tags)
+            self.tracker.end_run(run_id, "FAILED", {TAG_FAIL_REASON: "diverged"})
+            raise TrialFailed("diverged", detail)
+        if result.stopped_by_hook is not None:
+            trial.set_user_attr("pruned_at", result.stopped_by_hook)
+            self.tracker.log_summary(run_id, {**summary, "pruned_at_epoch": result.stopped_by_hook}, tags)
+            self.tracker.end_run(run_id, "KILLED", {"nnstudy.pruned": "true"})
+            raise optuna.TrialPruned(f"pruned at epoch {result.stopped_by_hook}")
+        if not math.isfinite(value):
+            trial.set_user_attr(ATTR_FAIL_REASON, "no-metric")
+            self.tracker.end_run(run_id, "FAILED", {TAG_FAIL_REASON: "no-metric"})
+            raise TrialFailed("no-metric", f"{metric} was never finite")
+        self.tracker.log_summary(run_id, summary, tags)
+        if self.on_result is not None:
+            self.on_result(trial, run_id, result)
+        self.tracker.end_run(run_id, "FINISHED")
+        return value

@@ -1,0 +1,80 @@
+"""The live display of a running study (stderr) and the leaderboard printed at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class StudyProgress:
+    """Trial i of N, best so far and the epoch of the running trial."""
+
+    def __init__(self, n_trials: int, max_epochs: int, metric: str, *, enabled: bool = True) -> None:
+        self.console = Console(stderr=True)
+        self.metric = metric
+        self.max_epochs = max_epochs
+        self.best: float | None = None
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=self.console, transient=False,
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("trials", total=n_trials, status="starting")
+
+    def __enter__(self) -> StudyProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def _best_text(self) -> str:
+        return f"best {self.metric}={self.best:.4g}" if self.best is not None else "best -"
+
+    def on_epoch(self, trial_number: int, epoch: int, logs: dict[str, float]) -> None:
+        value = logs.get(self.metric)
+        now = f"{self.metric}={value:.4g}" if value is not None else ""
+        self._progress.update(self._task, status=f"{self._best_text()} | trial {trial_number} "
+                              f"epoch {epoch}/{self.max_epochs} {now}")
+
+    def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            self.best = study.best_value
+        except ValueError:
+            self.best = None
+        self._progress.update(self._task, advance=1, status=f"{self._best_text()} | trial {trial.number} "
+                              f"{trial.state.name.lower()}")
+
+
+def leaderboard(study: optuna.Study, *, top: int = 5) -> Table:
+    """The top finished trials (value, params, best epoch, state, run id) as a rich table."""
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    done.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=reverse)
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    caption = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    table = Table(title=f"study {study.study_name!r}: top {min(top, len(done))} of {len(done)} complete trials",
+                  caption=caption)
+    names = sorted({k for t in done[:top] for k in t.params})
+    for col in ("#", "trial", "value", "best ep", "stop ep", *names):
+        table.add_column(_SHORT.get(col, col), justify="right" if col not in ("optimizer", "activation") else "left")
+    table.add_column("mlflow run", no_wrap=True)
+    for rank, t in enumerate(done[:top], start=1):
+        params = [_fmt(t.params.get(k, "")) for k in names]
+        table.add_row(str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
+                      str(t.user_attrs.get("stopped_epoch", "")), *params, str(t.user_attrs.get("mlflow_run_id", "")))
+    return table
+
+
+_SHORT = {"learning_rate": "lr", "batch_size": "batch", "activation": "act", "optimizer": "opt"}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

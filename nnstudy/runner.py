@@ -1,0 +1,233 @@
+"""The study runner: spec -> data -> Optuna study + MLflow parent run -> trials -> leaderboard.
+
+``run_study`` validates everything (spec, data, store URIs, tracking server) *before* it
+creates a store, then runs the trials. Re-running the same spec adds trials to the same
+study and the same parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nnstudy.data import PreparedData, prepare
+from nnstudy.errors import SpecError, StudyInterrupted, TrialFailed, UserInputError
+from nnstudy.objective import ATTR_RUN_ID, Objective
+from nnstudy.progress import StudyProgress
+from nnstudy.spec import StudySpec
+from nnstudy.store import Store, resolve_store
+from nnstudy.tracking import TAG_BEST_RUN, Tracker, check_reachable, environment_tags
+
+ATTR_PARENT_RUN = "mlflow_parent_run_id"
+ATTR_EXPERIMENT = "mlflow_experiment_id"
+HEARTBEAT_INTERVAL_S = 20
+HEARTBEAT_GRACE_S = 60
+
+
+@dataclass
+class StudyOutcome:
+    """What ``run_study`` leaves behind."""
+
+    study: optuna.Study
+    store: Store
+    parent_run_id: str
+    experiment_id: str
+    new_trials: int
+    data: PreparedData
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_trial(self) -> optuna.trial.FrozenTrial | None:
+        try:
+            return self.study.best_trial
+        except ValueError:
+            return None
+
+
+def make_sampler(spec: StudySpec, *, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; ``offset`` (trials already in the study) keeps a resumed random search
+    from proposing the same sequence again."""
+    seed = spec.study.seed + offset
+    if spec.study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.study.sampler == "grid":
+        return optuna.samplers.GridSampler(spec.space.grid(spec.path), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """``median`` (after 5 trials, from epoch 5), ``hyperband`` (1..max_epochs) or ``none``."""
+    if spec.study.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(5, spec.train.max_epochs - 1))
+    if spec.study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.max_epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storage with heartbeats (so trials of dead workers can be failed) and a patient SQLite lock."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                                          grace_period=HEARTBEAT_GRACE_S)
+    except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
+        raise UserInputError(f"--storage {url!r}: cannot open the Optuna storage: {err}") from None
+
+
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study or load it (resume); its direction must match the spec."""
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                                pruner=make_pruner(spec), load_if_exists=True)
+    if study.direction.name.lower() != spec.direction:
+        raise SpecError(spec.path, "[study].direction", f"{spec.direction!r}, but study {spec.name!r} in the "
+                        f"storage was created with {study.direction.name.lower()!r}; allowed: the same "
+                        "direction, or another [study].name / --study-name")
+    study.sampler = make_sampler(spec, offset=len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
+    """Fail trials left RUNNING by a dead process, and end their MLflow runs as KILLED.
+
+    A trial started on this host whose process is gone is failed at once; trials of other
+    hosts are failed by Optuna once their heartbeat is older than the grace period.
+    Returns the numbers of the trials whose records were repaired.
+    """
+    storage = study._storage
+    host = platform.node()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker-died")
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    optuna.storages.fail_stale_trials(study)
+    repaired = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = t.user_attrs.get(ATTR_RUN_ID)
+        if not run_id or t.user_attrs.get("fail_reason") not in (None, "worker-died"):
+            continue  # failures nnstudy recorded itself already ended their MLflow run
+        try:
+            if tracker.run_status(run_id) == "RUNNING":
+                tracker.end_run(run_id, "KILLED", {"nnstudy.fail_reason": "worker-died"})
+                repaired.append(t.number)
+        except Exception:  # a run deleted from MLflow: nothing to end
+            continue
+    return repaired
+
+
+def enqueue(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
+    """Queue configurations to try first (skipped when the study already tried them)."""
+    for params in configs:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def load_enqueue_file(path: str | Path, spec: StudySpec) -> list[dict[str, Any]]:
+    """Read ``--enqueue FILE.json`` (a JSON list of parameter dicts) and check it against the space."""
+    path = Path(path)
+    try:
+        configs = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(path, "--enqueue", "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as err:
+        raise SpecError(path, "--enqueue", f"not valid JSON: {err}; allowed: a JSON list of parameter objects") from None
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise SpecError(path, "--enqueue", "allowed: a JSON list of parameter objects, e.g. "
+                        '[{"learning_rate": 0.001, "optimizer": "adam"}]')
+    space = spec.space
+    for i, params in enumerate(configs):
+        space.check_params(params, path, f"[{i}]")
+    return configs
+
+
+def _log_study_files(tracker: Tracker, run_id: str, spec: StudySpec, data: PreparedData) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+        Path(tmp, "data.json").write_text(json.dumps(data.summary(), indent=2))
+        Path(tmp, "preprocessing.json").write_text(data.preprocessing.to_json())
+        tracker.log_artifacts(run_id, Path(tmp), "study")
+
+
+def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
+              extra_enqueue: list[dict[str, Any]] | None = None, show_progress: bool = True) -> StudyOutcome:
+    """Run (or resume) the study of ``spec``: adds ``[study].n_trials`` trials.
+
+    Raises:
+        UserInputError: bad spec, data or store; raised before anything is written.
+        StudyInterrupted: Ctrl-C / SIGTERM; finished trials are kept, the running one is FAIL.
+    """
+    store = resolve_store(storage, tracking_uri)
+    data = prepare(spec)  # validates the data before any store exists
+    check_reachable(store.tracking_uri)
+    store.prepare()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+    study = open_study(spec, make_storage(store.storage))
+    tracker = Tracker(store.tracking_uri, store.artifact_root)
+    experiment_id = tracker.experiment(spec.name)
+    env = environment_tags()
+    parent_id = tracker.parent_run(
+        experiment_id, spec.name, study.user_attrs.get(ATTR_PARENT_RUN),
+        params={"sampler": spec.study.sampler, "pruner": spec.study.pruner, "metric": spec.study.metric,
+                "direction": spec.direction, "seed": spec.study.seed, "data_source": spec.data.source},
+        tags={**env, "nnstudy.optuna_storage": store.storage, "nnstudy.spec_file": str(spec.path or "")},
+    )
+    if study.user_attrs.get(ATTR_PARENT_RUN) != parent_id:
+        study.set_user_attr(ATTR_PARENT_RUN, parent_id)
+        study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
+        _log_study_files(tracker, parent_id, spec, data)
+    recover_stale_trials(study, tracker)
+    enqueue(study, [*spec.enqueue, *(extra_enqueue or [])])
+
+    progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
+    objective = Objective(spec, data, tracker, experiment_id, parent_id, progress=progress.on_epoch, run_tags=env)
+    before = len(study.get_trials(deepcopy=False))
+
+    def update_parent(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            best = study.best_trial
+        except ValueError:
+            return
+        tracker.log_summary(parent_id, {"best_value": best.value}, {
+            TAG_BEST_RUN: str(best.user_attrs.get(ATTR_RUN_ID, "")), "nnstudy.best_trial": str(best.number),
+            **{f"best.{k}": str(v) for k, v in best.params.items()}})
+
+    try:
+        with progress:
+            study.optimize(objective, n_trials=spec.study.n_trials, timeout=spec.study.timeout,
+                           catch=(TrialFailed,), callbacks=[progress.on_trial_end, update_parent],
+                           gc_after_trial=True, show_progress_bar=False)
+    except KeyboardInterrupt:
+        tracker.end_run(parent_id, "KILLED")
+        done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        raise StudyInterrupted(f"study {spec.name!r} interrupted; {done} complete trial(s) are kept in "
+                               f"{store.storage}. Run the same command again to resume.") from None
+    except BaseException:
+        tracker.end_run(parent_id, "FAILED")
+        raise
+    tracker.end_run(parent_id, "FINISHED")
+    new = len(study.get_trials(deepcopy=False)) - before
+    return StudyOutcome(study=study, store=store, parent_run_id=parent_id, experiment_id=experiment_id,
+                        new_trials=new, data=data)

@@ -1,0 +1,78 @@
+"""Where a study lives: the Optuna storage URL, the MLflow tracking URI and the artifact folder.
+
+By default everything is under ``./mlruns``: ``mlflow.db`` (MLflow), ``optuna.db`` (Optuna)
+and ``artifacts/``. URIs are validated before anything is created.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from nnstudy.errors import StoreError
+
+DEFAULT_DIR = Path("mlruns")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
+                   "mysql+pymysql", "mysql+mysqldb")
+TRACKING_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
+                    "mysql+pymysql", "http", "https", "databricks")
+
+
+@dataclass(frozen=True)
+class Store:
+    """Resolved locations of one study's records."""
+
+    storage: str  # Optuna storage URL
+    tracking_uri: str  # MLflow tracking URI
+    artifact_root: Path | None  # local artifact folder (None: the tracking server decides)
+
+    def local_files(self) -> list[Path]:
+        """SQLite files this store writes (to create their folders before use)."""
+        files = []
+        for url in (self.storage, self.tracking_uri):
+            if url.startswith("sqlite:///"):
+                files.append(Path(url.removeprefix("sqlite:///")))
+        return files
+
+    def prepare(self) -> None:
+        """Create the local folders. Call only after the spec and the data have validated."""
+        for path in self.local_files():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create the store folder {path.parent}: {err.strerror}") from None
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                raise StoreError(f"the store {path} is read-only; choose a writable folder with "
+                                 "--storage/--tracking-uri")
+        if self.artifact_root is not None:
+            try:
+                self.artifact_root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create the artifact folder {self.artifact_root}: {err.strerror}") from None
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+
+def _check_scheme(url: str, allowed: tuple[str, ...], option: str) -> None:
+    scheme = urlparse(url).scheme
+    if scheme not in allowed:
+        raise StoreError(f"{option} {url!r}: unknown scheme {scheme + '://' if scheme else '(none)'}; "
+                         f"allowed: {', '.join(s + '://' for s in allowed)}")
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        raise StoreError(f"{option} {url!r}: a SQLite URL needs three slashes: sqlite:///path/to/file.db")
+
+
+def resolve_store(storage: str | None = None, tracking_uri: str | None = None,
+                  directory: Path = DEFAULT_DIR) -> Store:
+    """Defaults under ``directory``; ``MLFLOW_TRACKING_URI`` is honoured when no URI is given."""
+    storage = storage or f"sqlite:///{directory.as_posix()}/optuna.db"
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{directory.as_posix()}/mlflow.db"
+    _check_scheme(storage, STORAGE_SCHEMES, "--storage")
+    _check_scheme(tracking_uri, TRACKING_SCHEMES, "--tracking-uri")
+    artifact_root = None
+    if tracking_uri.startswith("sqlite:///"):
+        artifact_root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    return Store(storage=storage, tracking_uri=tracking_uri, artifact_root=artifact_root)

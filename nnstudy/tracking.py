@@ -1,0 +1,175 @@
+"""MLflow records: one experiment and one parent run per study, one nested child run per trial.
+
+Talks to MLflow through ``MlflowClient`` only (no global active-run state), so it is safe to
+use from any process. Knows nothing of Keras or Optuna: it takes plain dicts of params,
+metrics and tags.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from nnstudy.errors import StoreError
+
+RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
+
+TAG_STUDY = "nnstudy.study"
+TAG_ROLE = "nnstudy.role"  # "study" (parent) or "trial" (child)
+TAG_TRIAL = "nnstudy.trial_number"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_BEST_RUN = "nnstudy.best_run_id"
+TAG_FAIL_REASON = "nnstudy.fail_reason"
+
+#: per-epoch metrics are buffered and written at most this often (seconds), and at the end of a run
+FLUSH_INTERVAL_S = 1.0
+_MAX_BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
+
+
+def _param_text(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class Tracker:
+    """The MLflow side of a study: experiment, parent run and child runs."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def experiment(self, name: str) -> str:
+        """The experiment id for ``name``, created on first use (safe against a concurrent create)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return str(found.experiment_id)
+        location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
+        try:
+            return str(self.client.create_experiment(name, artifact_location=location,
+                                                     tags={TAG_STUDY: name}))
+        except Exception:
+            again = self.client.get_experiment_by_name(name)
+            if again is None:
+                raise
+            return str(again.experiment_id)
+
+    def parent_run(self, experiment_id: str, study_name: str, run_id: str | None, *,
+                   params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Reuse the study's parent run (``run_id``) or create it; mark it RUNNING."""
+        if run_id:
+            try:
+                self.client.update_run(run_id, status="RUNNING")
+                self.client.set_tag(run_id, "nnstudy.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+                return run_id
+            except Exception:  # the run was deleted from MLflow: start a new parent
+                pass
+        run = self.client.create_run(
+            experiment_id, run_name=study_name,
+            tags={TAG_STUDY: study_name, TAG_ROLE: "study", **tags},
+        )
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
+        return str(run.info.run_id)
+
+    def start_trial(self, experiment_id: str, parent_run_id: str, study_name: str, trial_number: int, *,
+                    params: dict[str, Any], tags: dict[str, str]) -> TrialRun:
+        """Open the child run of one trial (nested under the parent in the UI)."""
+        run = self.client.create_run(
+            experiment_id, run_name=f"trial-{trial_number:04d}",
+            tags={TAG_PARENT: parent_run_id, TAG_STUDY: study_name, TAG_ROLE: "trial",
+                  TAG_TRIAL: str(trial_number), **tags},
+        )
+        child = TrialRun(self.client, str(run.info.run_id))
+        self.client.log_batch(child.run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
+        return child
+
+    def end_run(self, run_id: str, status: RunStatus, tags: dict[str, str] | None = None) -> None:
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status=status)
+
+    def log_summary(self, run_id: str, metrics: dict[str, float], tags: dict[str, str] | None = None,
+                    params: dict[str, Any] | None = None) -> None:
+        """Final metrics (no step), tags and extra params of a run, in one call."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+            params=[Param(k, _param_text(v)) for k, v in (params or {}).items()],
+        )
+
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def run_status(self, run_id: str) -> str:
+        return str(self.client.get_run(run_id).info.status)
+
+
+@dataclass
+class TrialRun:
+    """A child run that buffers per-epoch metrics and writes them in few calls."""
+
+    client: MlflowClient
+    run_id: str
+    flush_interval_s: float = FLUSH_INTERVAL_S
+    _pending: list[Metric] = field(default_factory=list)
+    _last_flush: float = field(default_factory=time.monotonic)
+    logging_s: float = 0.0  # time spent in MLflow calls for epoch metrics
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Queue one epoch's metrics (step = epoch); written at most every ``flush_interval_s``."""
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items()
+                             if math.isfinite(float(v)))
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        start = time.perf_counter()
+        while self._pending:
+            chunk, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=chunk)
+        self._last_flush = time.monotonic()
+        self.logging_s += time.perf_counter() - start
+
+
+def environment_tags() -> dict[str, str]:
+    """Library versions and host, logged on every run so a reproduction can say what differs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"nnstudy.python": platform.python_version(), "nnstudy.host": platform.node(),
+            "nnstudy.keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    for package in ("nnstudy", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "optuna", "mlflow", "numpy"):
+        try:
+            tags[f"nnstudy.version.{package}"] = version(package)
+        except PackageNotFoundError:
+            continue
+    return tags
+
+
+def check_reachable(tracking_uri: str) -> None:
+    """Fail fast (exit 2) when an HTTP tracking server does not answer."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (scheme checked above)
+            if response.status >= 500:
+                raise StoreError(f"MLflow tracking server {tracking_uri} answered {response.status} on /health")
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise StoreError(f"MLflow tracking server {tracking_uri} is unreachable ({reason}); "
+                         "start it or pass another --tracking-uri") from None
