@@ -128,6 +128,124 @@ def validate(spec: Path) -> None:
     click.echo(json.dumps(summary, indent=2))
 
 
+def _store_options(func: Any) -> Any:
+    """--study-name/--storage/--tracking-uri, shared by the commands that read a study."""
+    func = click.option("--tracking-uri", help="MLflow tracking URI. Defaults to $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlruns/mlflow.db.")(func)
+    func = click.option("--storage", help="Optuna storage URL. Defaults to sqlite:///mlruns/optuna.db.")(func)
+    return click.option("--study-name", help="The study. Defaults to the only study in the storage.")(func)
+
+
+def _records(study_name: str | None, storage: str | None, tracking_uri: str | None) -> Any:
+    _quiet_frameworks()
+    from nnstudy.records import load_records
+
+    return load_records(study_name, storage=storage, tracking_uri=tracking_uri)
+
+
+@cli.command()
+@_store_options
+def best(study_name: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Show the best trial: value, parameters, best epoch, run id and how to reproduce it."""
+    records = _records(study_name, storage, tracking_uri)
+    from nnstudy.reproduce import format_command
+
+    trial = records.trial()
+    info = {"study": records.study.study_name, "trial": trial.number, "value": trial.value,
+            "params": trial.params, "best_epoch": trial.user_attrs.get("best_epoch"),
+            "stopped_epoch": trial.user_attrs.get("stopped_epoch"), "seed": trial.user_attrs.get("seed"),
+            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id")}
+    click.echo(json.dumps(info, indent=2))
+    click.echo(f"reproduce: {format_command(records, trial.number)}")
+
+
+@cli.command()
+@_store_options
+@click.option("--trial", "trial_number", type=int, help="Trial number. Defaults to the best trial.")
+@click.option("--run-id", help="MLflow run id of the trial (instead of --trial).")
+@click.option("--tolerance", type=float, default=0.0, show_default=True,
+              help="Largest allowed absolute difference of the study metric per epoch.")
+def reproduce(study_name: str | None, storage: str | None, tracking_uri: str | None, trial_number: int | None,
+              run_id: str | None, tolerance: float) -> None:
+    """Re-train a trial with the same parameters, seed, split and epochs, and compare the curves."""
+    if trial_number is not None and run_id is not None:
+        raise click.UsageError("give --trial or --run-id, not both")
+    records = _records(study_name, storage, tracking_uri)
+    from nnstudy.reproduce import reproduce as run_reproduction
+
+    rep = run_reproduction(records, trial_number=trial_number, run_id=run_id)
+    click.echo(f"trial {rep.trial_number}: original run {rep.original_run_id}, reproduction run {rep.run_id}")
+    for key, (then, now) in sorted(rep.environment_diffs.items()):
+        click.echo(f"differs: {key}: {then} -> {now}")
+    click.echo(f"{'epoch':>5}  {'original':>12}  {'reproduced':>12}  {'abs diff':>10}")
+    for epoch, a, b, d in rep.rows():
+        fmt = lambda v: f"{v:.6f}" if v is not None else "-"  # noqa: E731
+        click.echo(f"{epoch:>5}  {fmt(a):>12}  {fmt(b):>12}  {(f'{d:.3g}' if d is not None else '-'):>10}")
+    click.echo(f"max abs difference of {rep.metric}: {rep.max_abs_diff}")
+    if not rep.within(tolerance):
+        raise click.ClickException(f"not reproduced: max abs difference {rep.max_abs_diff} > tolerance {tolerance}")
+    click.echo("reproduced within tolerance")
+
+
+@cli.command()
+@_store_options
+@click.option("--input", "input_file", required=True, type=click.Path(path_type=Path),
+              help="CSV or Parquet file with the original feature columns.")
+@click.option("--trial", "trial_number", type=int, help="Use this trial's model. Defaults to the best trial.")
+@click.option("--output", type=click.Path(path_type=Path), help="Write predictions to this CSV (default: stdout).")
+def predict(study_name: str | None, storage: str | None, tracking_uri: str | None, input_file: Path,
+            trial_number: int | None, output: Path | None) -> None:
+    """Predict with a trial's saved model on raw rows, giving the original class labels."""
+    import tempfile
+
+    records = _records(study_name, storage, tracking_uri)
+    from nnstudy.data import read_table
+    from nnstudy.errors import StudyNotFoundError
+    from nnstudy.export import download_bundle
+
+    trial = records.trial(trial_number)
+    if not trial.user_attrs.get("model_logged"):
+        raise StudyNotFoundError(f"trial {trial.number} has no saved model (see [study].keep_models)")
+    frame = read_table(input_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = download_bundle(records.client, str(trial.user_attrs["mlflow_run_id"]), Path(tmp))
+        result = bundle.predict(frame, input_file)
+    text = result.to_csv(index=False)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"{len(result)} predictions written to {output}", err=True)
+
+
+@cli.command()
+@_store_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind. Public interfaces "
+              "expose every run without authentication.")
+@click.option("--port", type=int, default=5000, show_default=True)
+def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
+    """Start the MLflow UI on this study's store and print its URL."""
+    import subprocess
+
+    from nnstudy.store import resolve_store
+
+    store = resolve_store(storage, tracking_uri)
+    if store.tracking_uri.startswith(("http://", "https://")):
+        click.echo(f"the tracking server already serves the UI: {store.tracking_uri}")
+        return
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding the MLflow UI to {host} exposes every run without authentication", err=True)
+    url = f"http://{host}:{port}"
+    if study_name:
+        click.echo(f"study {study_name}: experiment of the same name")
+    click.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
+               "--host", host, "--port", str(port)]
+    if store.artifact_root is not None:
+        command += ["--default-artifact-root", store.artifact_root.resolve().as_uri()]
+    sys.exit(subprocess.call(command))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -18,7 +18,7 @@ from nnstudy.data import PreparedData
 from nnstudy.errors import TrialFailed
 from nnstudy.spec import StudySpec
 from nnstudy.tracking import TAG_FAIL_REASON, Tracker
-from nnstudy.training import InputPipeline, TrainResult, device_name, train
+from nnstudy.training import InputPipeline, TrainResult, configure_determinism, device_name, train
 
 #: called as progress(trial_number, epoch, logs) after every epoch
 EpochProgress = Callable[[int, int, dict[str, float]], None]
@@ -59,6 +59,7 @@ class Objective:
     pipeline: InputPipeline | None = None
 
     def __post_init__(self) -> None:
+        configure_determinism(self.spec.train.deterministic)
         if self.pipeline is None:
             self.pipeline = InputPipeline(self.data)
         self.device = device_name()

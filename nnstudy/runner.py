@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,12 @@ import optuna
 
 from nnstudy.data import PreparedData, prepare
 from nnstudy.errors import SpecError, StudyInterrupted, TrialFailed, UserInputError
-from nnstudy.objective import ATTR_RUN_ID, Objective
+from nnstudy.objective import ATTR_RUN_ID, Objective, ResultHook
 from nnstudy.progress import StudyProgress
 from nnstudy.spec import StudySpec
 from nnstudy.store import Store, resolve_store
 from nnstudy.tracking import TAG_BEST_RUN, Tracker, check_reachable, environment_tags
+from nnstudy.training import TrainResult
 
 ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_EXPERIMENT = "mlflow_experiment_id"
@@ -80,8 +82,10 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                          grace_period=HEARTBEAT_GRACE_S)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
     except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
         raise UserInputError(f"--storage {url!r}: cannot open the Optuna storage: {err}") from None
 
@@ -122,7 +126,9 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
         if t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
             storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker-died")
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     repaired = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         run_id = t.user_attrs.get(ATTR_RUN_ID)
@@ -159,6 +165,31 @@ def load_enqueue_file(path: str | Path, spec: StudySpec) -> list[dict[str, Any]]
     for i, params in enumerate(configs):
         space.check_params(params, path, f"[{i}]")
     return configs
+
+
+def _model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: PreparedData) -> ResultHook:
+    """Log the trained model of every trial (``keep_models = "all"``) or of each new best ("best")."""
+
+    def keep(trial: optuna.Trial, run_id: str, result: TrainResult) -> None:
+        if spec.study.keep_models == "none":
+            return
+        if spec.study.keep_models == "best":
+            value = result.value(spec.study.metric)
+            try:
+                best = study.best_value
+            except ValueError:
+                best = None
+            better = best is None or (value < best if spec.direction == "minimize" else value > best)
+            if not better:
+                return
+        from nnstudy.export import log_bundle
+
+        log_bundle(tracker, run_id, result.model, data.preprocessing, {
+            "study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
+            "metric": spec.study.metric, "value": result.value(spec.study.metric), "data_digest": data.digest})
+        trial.set_user_attr("model_logged", True)
+
+    return keep
 
 
 def _log_study_files(tracker: Tracker, run_id: str, spec: StudySpec, data: PreparedData) -> None:
@@ -202,7 +233,8 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     enqueue(study, [*spec.enqueue, *(extra_enqueue or [])])
 
     progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
-    objective = Objective(spec, data, tracker, experiment_id, parent_id, progress=progress.on_epoch, run_tags=env)
+    objective = Objective(spec, data, tracker, experiment_id, parent_id, progress=progress.on_epoch, run_tags=env,
+                          on_result=_model_keeper(spec, study, tracker, data))
     before = len(study.get_trials(deepcopy=False))
 
     def update_parent(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

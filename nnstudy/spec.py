@@ -147,6 +147,9 @@ class StudySpec(BaseModel):
         data["study"]["name"] = self.name
         data["study"]["direction"] = self.direction
         data["search"] = self.space.to_dict()
+        source = Path(self.data.source)
+        if not self.data.is_builtin and not source.is_absolute():
+            data["data"]["source"] = str((self.base_dir / source).resolve())
         return data
 
 
