@@ -157,6 +157,7 @@ def _marks(trial: FrozenTrial, loss: list[float], val: list[float]) -> list[tupl
 
 def _learning_curves_png(path: Path, rows: list[tuple[FrozenTrial, Curves, Diagnosis | None]], metric: str) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 3.4 * len(rows)), squeeze=False)
     for ax, (trial, (loss, val), found) in zip(axes[:, 0], rows):
@@ -169,10 +170,12 @@ def _learning_curves_png(path: Path, rows: list[tuple[FrozenTrial, Curves, Diagn
             ax.plot([epoch], [y], marker="*" if best else "X", color=colour, markersize=14 if best else 9,
                     zorder=5 if best else 4)
         if found is not None and found.label == "overfitting" and found.epoch:
-            ax.axvspan(found.epoch, max(len(val), found.epoch), color="red", alpha=0.07)
+            ax.axvspan(found.epoch, max(len(val), found.epoch), color="red", alpha=0.07,
+                       label=f"overfitting from epoch {found.epoch}")
         head, params = _curve_title(trial, metric, found)
         ax.set_title(head + "\n" + textwrap.fill(params, 110), fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
@@ -270,6 +273,7 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # matplotlib on one-valued axes of tiny studies
                 interactive(study, target_name=metric).write_html(out_dir / f"{name}.html", include_plotlyjs="directory")
                 fig = _figure_of(static(study, target_name=metric))
                 fig.savefig(out_dir / f"{name}.png", dpi=90, bbox_inches="tight")

@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import optuna
 
 from nnstudy.data import PreparedData, prepare
-from nnstudy.errors import SpecError, StudyInterrupted, TrialFailed, UserInputError
+from nnstudy.errors import SpecError, StoreError, StudyInterrupted, TrialFailed
 from nnstudy.objective import ATTR_RUN_ID, Objective, ResultHook
 from nnstudy.progress import StudyProgress
 from nnstudy.spec import StudySpec
@@ -81,13 +82,20 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                              heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
-    except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
-        raise UserInputError(f"--storage {url!r}: cannot open the Optuna storage: {err}") from None
+    last: Exception | None = None
+    for attempt in range(5):  # workers starting together race to create the schema: retry
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                                                  grace_period=HEARTBEAT_GRACE_S)
+        except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
+            last = err
+            if "UNIQUE constraint" not in str(err) and "already exists" not in str(err) and "locked" not in str(err):
+                break
+            time.sleep(0.2 * (attempt + 1))
+    raise StoreError(f"--storage {url!r}: cannot open the Optuna storage: {str(last).splitlines()[0]}") from None
 
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
