@@ -243,7 +243,8 @@ def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, ho
                "--host", host, "--port", str(port)]
     if store.artifact_root is not None:
         command += ["--default-artifact-root", store.artifact_root.resolve().as_uri()]
-    sys.exit(subprocess.call(command))
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers for a study
+    sys.exit(subprocess.call(command, env=env))
 
 
 def main() -> None:
