@@ -29,6 +29,7 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", message=".*experimental.*")
     if os.environ["KERAS_BACKEND"] == "tensorflow" and "tensorflow" not in sys.modules:
         saved = os.dup(2)
@@ -157,6 +158,63 @@ def best(study_name: str | None, storage: str | None, tracking_uri: str | None) 
             "mlflow_run_id": trial.user_attrs.get("mlflow_run_id")}
     click.echo(json.dumps(info, indent=2))
     click.echo(f"reproduce: {format_command(records, trial.number)}")
+
+
+@cli.command()
+@_store_options
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--sort", "sort_by", default="value", show_default=True,
+              help="Column to sort by (best first for value); any column of the table.")
+@click.option("--top", type=int, help="Show only the first N rows.")
+@click.option("--no-diagnosis", is_flag=True, help="Skip reading curves from MLflow for trials without one.")
+def trials(study_name: str | None, storage: str | None, tracking_uri: str | None, fmt: str, sort_by: str,
+           top: int | None, no_diagnosis: bool) -> None:
+    """One row per trial: state, value, parameters, best and stopped epoch, duration, diagnosis, run id."""
+    from nnstudy.errors import UserInputError
+    from nnstudy.report import trials_frame
+
+    records = _records(study_name, storage, tracking_uri)
+    frame = trials_frame(records.study, None if no_diagnosis else records.client)
+    if sort_by not in frame.columns:
+        raise UserInputError(f"--sort {sort_by!r}: no such column; allowed: {', '.join(frame.columns)}")
+    ascending = not (sort_by == "value" and records.study.direction.name == "MAXIMIZE")
+    frame = frame.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    if top is not None:
+        frame = frame.head(top)
+    if fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(frame.to_json(orient="records", indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"study {records.study.study_name!r}: {len(frame)} trial(s)")
+        for col in frame.columns:
+            table.add_column(str(col), overflow="fold")
+        for row in frame.itertuples(index=False):
+            table.add_row(*("" if _missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+@cli.command()
+@_store_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("nnstudy-report"),
+              show_default=True, help="Folder for the report files.")
+@click.option("--top", type=int, default=5, show_default=True, help="Trials whose learning curves are drawn.")
+def report(study_name: str | None, storage: str | None, tracking_uri: str | None, out_dir: Path, top: int) -> None:
+    """Write the study's plots (HTML and PNG), trials.csv and best_params.json to a folder."""
+    records = _records(study_name, storage, tracking_uri)
+    from nnstudy.report import write_report
+
+    metric = records.spec().study.metric if records.parent_run_id else "val_loss"
+    written = write_report(records.study, out_dir, client=records.client, metric=metric, top=top)
+    for path in written:
+        click.echo(str(path))
 
 
 @cli.command()

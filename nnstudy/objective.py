@@ -15,6 +15,7 @@ from typing import Any, Callable
 import optuna
 
 from nnstudy.data import PreparedData
+from nnstudy.diagnosis import Diagnosis, diagnose
 from nnstudy.errors import TrialFailed
 from nnstudy.spec import StudySpec
 from nnstudy.tracking import TAG_FAIL_REASON, Tracker
@@ -125,7 +126,16 @@ class Objective:
             trial.set_user_attr(key, summary[key])
         trial.set_user_attr("early_stopped", result.early_stopped)
         trial.set_user_attr("duration_s", round(result.duration_s, 3))
-        tags = {"nnstudy.early_stopped": str(result.early_stopped).lower()}
+        found = diagnose(result.history.get("loss", []), result.history.get("val_loss", []),
+                         best_epoch=result.best_epoch or None)
+        if result.diverged_at is not None:
+            found = Diagnosis("diverged", result.diverged_at, f"loss became NaN/infinite or exploded at epoch "
+                              f"{result.diverged_at}: the learning rate is too high")
+        trial.set_user_attr("diagnosis", found.label)
+        trial.set_user_attr("diagnosis_epoch", found.epoch)
+        trial.set_user_attr("diagnosis_detail", found.detail)
+        tags = {"nnstudy.early_stopped": str(result.early_stopped).lower(), "nnstudy.diagnosis": found.label,
+                "nnstudy.diagnosis_detail": found.detail}
         if result.diverged_at is not None:
             detail = (f"loss became NaN/infinite or exploded at epoch {result.diverged_at} "
                       f"(learning_rate={params['learning_rate']:g}, optimizer={params['optimizer']})")

@@ -71,6 +71,9 @@ class _CurveReader:
     def diagnosis(self, trial: FrozenTrial) -> Diagnosis | None:
         if trial.state not in DIAGNOSED_STATES:
             return None
+        if "diagnosis" in trial.user_attrs:  # recorded by the objective when the trial ended
+            attrs = trial.user_attrs
+            return Diagnosis(attrs["diagnosis"], attrs.get("diagnosis_epoch"), str(attrs.get("diagnosis_detail", "")))
         if trial.user_attrs.get("fail_reason") == "diverged":  # its last, non-finite epochs were never logged
             at = trial.user_attrs.get("diverged_at")
             return Diagnosis("diverged", at, f"loss became NaN/infinite or exploded at epoch {at}: "

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -208,6 +209,21 @@ def _log_study_files(tracker: Tracker, run_id: str, spec: StudySpec, data: Prepa
         tracker.log_artifacts(run_id, Path(tmp), "study")
 
 
+def log_report(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str) -> None:
+    """Write the study report (plots, trials.csv, best_params.json) onto the parent run under ``report/``.
+
+    A report that cannot be drawn never costs the study: the reason is printed and the run goes on.
+    """
+    from nnstudy.report import write_report
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(study, Path(tmp), client=tracker.client, metric=metric)
+            tracker.log_artifacts(parent_id, Path(tmp), "report")
+    except Exception as err:  # plotting libraries fail in many ways; the trials are safe either way
+        print(f"warning: the study report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
+
+
 def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
               extra_enqueue: list[dict[str, Any]] | None = None, show_progress: bool = True) -> StudyOutcome:
     """Run (or resume) the study of ``spec``: adds ``[study].n_trials`` trials.
@@ -267,6 +283,7 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     except BaseException:
         tracker.end_run(parent_id, "FAILED")
         raise
+    log_report(study, tracker, parent_id, spec.study.metric)
     tracker.end_run(parent_id, "FINISHED")
     new = len(study.get_trials(deepcopy=False)) - before
     return StudyOutcome(study=study, store=store, parent_run_id=parent_id, experiment_id=experiment_id,

@@ -107,6 +107,27 @@ def test_study_runs_records_and_resumes(workdir: Path) -> None:
         assert run.data.tags["nnstudy.device"]
         assert "nnstudy.version.keras" in run.data.tags
 
+    # the study report is on the parent run, with the link to the best child
+    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
+    for name in ("trials.csv", "best_params.json", "optimization_history.png", "learning_curves.html"):
+        assert f"report/{name}" in artifacts
+    best = optuna.load_study(study_name="tiny", storage="sqlite:///mlruns/optuna.db").best_trial
+    assert parent.data.tags["nnstudy.best_run_id"] == best.user_attrs["mlflow_run_id"]
+    for trial in trials:  # every finished trial carries its diagnosis, in both stores
+        label = trial.user_attrs["diagnosis"]
+        assert label in ("diverged", "too-slow", "overfitting", "underfitting", "ok")
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).data.tags["nnstudy.diagnosis"] == label
+
+    # trials and report commands
+    listed = CliRunner().invoke(cli, ["trials", "--format", "json"], catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [r["number"] for r in rows][0] == best.number and len(rows) == 3
+    assert {"learning_rate", "best_epoch", "stopped_epoch", "diagnosis", "mlflow_run_id"} <= set(rows[0])
+    made = CliRunner().invoke(cli, ["report", "--out", "rep"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    assert (workdir / "rep" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
     # Optuna's own CLI reads the storage we wrote
     listed = subprocess.run(
         [str(Path(sys.executable).parent / "optuna"), "trials", "--storage", "sqlite:///mlruns/optuna.db",
