@@ -82,15 +82,31 @@ def _study_overrides(**values: Any) -> dict[str, dict[str, Any]]:
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), help="Defaults to [study].pruner.")
 @click.option("--enqueue", "enqueue_file", type=click.Path(path_type=Path),
               help="JSON list of parameter dicts to try first.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine, sharing the cores (the trial count stays exact).")
+@click.option("--gpus", help="GPUs to place workers on, e.g. 0,1 or all (CUDA_VISIBLE_DEVICES per worker).")
+@click.option("--trials-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes sharing each GPU.")
+@click.option("--backend", type=click.Choice(["tensorflow", "jax", "torch"]),
+              help="Keras backend. Defaults to [train].backend (tensorflow).")
 @click.option("--no-progress", is_flag=True, help="Hide the live progress display.")
 def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str | None, storage: str | None,
         tracking_uri: str | None, seed: int | None, sampler: str | None, pruner: str | None,
-        enqueue_file: Path | None, no_progress: bool) -> None:
-    """Run a study from SPEC (a TOML file), or add trials to it if it exists."""
+        enqueue_file: Path | None, workers: int, gpus: str | None, trials_per_gpu: int, backend: str | None,
+        no_progress: bool) -> None:
+    """Run a study from SPEC (a TOML file), or add trials to it if it exists.
+
+    Several `nnstudy run` processes, on one machine or many, may share a study through the same
+    --storage and --tracking-uri: the study and its parent run are created once.
+    """
     from nnstudy.spec import load_spec
 
-    study_spec = load_spec(spec, overrides=_study_overrides(
-        n_trials=n_trials, timeout=timeout, study_name=study_name, seed=seed, sampler=sampler, pruner=pruner))
+    overrides = _study_overrides(n_trials=n_trials, timeout=timeout, study_name=study_name, seed=seed,
+                                 sampler=sampler, pruner=pruner)
+    if backend:
+        overrides["train"] = {"backend": backend}
+    study_spec = load_spec(spec, overrides=overrides)
+    os.environ["KERAS_BACKEND"] = study_spec.train.backend
     _quiet_frameworks()
     from rich.console import Console
 
@@ -100,7 +116,9 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
     extra = load_enqueue_file(enqueue_file, study_spec) if enqueue_file else []
     signal.signal(signal.SIGTERM, _raise_interrupt)
     outcome = run_study(study_spec, storage=storage, tracking_uri=tracking_uri, extra_enqueue=extra,
-                        show_progress=not no_progress)
+                        show_progress=not no_progress, workers=workers,
+                        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
+                        trials_per_gpu=trials_per_gpu)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(leaderboard(outcome.study))
     best = outcome.best_trial

@@ -78,16 +78,21 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         spec, metric = self.spec, self.spec.study.metric
         params = spec.space.suggest(trial)
-        seed = trial_seed(spec.study.seed, trial.number)
+        retry_tags = self._retry_links(trial)
+        # a re-run of a dead worker's trial repeats its seed as well as its parameters
+        seed = trial_seed(spec.study.seed, int(trial.user_attrs.get("retry_of", trial.number)))
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", platform.node())
         run = self.tracker.start_trial(
             self.experiment_id, self.parent_run_id, spec.name, trial.number,
             params={**params, **self.fixed_params(), "seed": seed},
-            tags={**self.run_tags, "nnstudy.device": self.device, "nnstudy.data_digest": self.data.digest},
+            tags={**self.run_tags, "nnstudy.device": self.device, "nnstudy.data_digest": self.data.digest,
+                  **retry_tags},
         )
         trial.set_user_attr(ATTR_RUN_ID, run.run_id)
+        if "nnstudy.retry_of_run" in retry_tags:
+            self.tracker.client.set_tag(retry_tags["nnstudy.retry_of_run"], "nnstudy.retried_by", run.run_id)
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
             run.log_epoch(epoch, logs)
@@ -114,6 +119,19 @@ class Objective:
             raise
         run.flush()
         return self._record(trial, run.run_id, params, result, run.logging_s)
+
+    def _retry_links(self, trial: optuna.Trial) -> dict[str, str]:
+        """Tags linking a re-run of a dead worker's trial to the original (and the Optuna attribute)."""
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        original = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+        if original is None:
+            return {}
+        trial.set_user_attr("retry_of", original)
+        tags = {"nnstudy.retry_of_trial": str(original)}
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number == original and t.user_attrs.get(ATTR_RUN_ID):
+                tags["nnstudy.retry_of_run"] = str(t.user_attrs[ATTR_RUN_ID])
+        return tags
 
     def _record(self, trial: optuna.Trial, run_id: str, params: dict[str, Any], result: TrainResult,
                 logging_s: float) -> float:

@@ -42,6 +42,15 @@ class StudyProgress:
         self._progress.update(self._task, status=f"{self._best_text()} | trial {trial_number} "
                               f"epoch {epoch}/{self.max_epochs} {now}")
 
+    def show(self, study: optuna.Study, done: int, *, running: int) -> None:
+        """Progress of several worker processes, read from the shared storage."""
+        try:
+            self.best = study.best_value
+        except ValueError:
+            self.best = None
+        self._progress.update(self._task, completed=done,
+                              status=f"{self._best_text()} | {running} worker(s) running")
+
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         try:
             self.best = study.best_value

@@ -76,8 +76,9 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """RDB storage with heartbeats (so trials of dead workers can be failed) and a patient SQLite lock."""
+def make_storage(url: str, *, max_retries: int = 1) -> optuna.storages.BaseStorage:
+    """RDB storage with heartbeats (trials of dead workers are failed, then re-run up to
+    ``max_retries`` times) and a patient SQLite lock."""
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -88,9 +89,10 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retries, inherit_intermediate_values=False)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                   heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                                  grace_period=HEARTBEAT_GRACE_S)
+                                                  grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=retry)
         except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
             last = err
             if "UNIQUE constraint" not in str(err) and "already exists" not in str(err) and "locked" not in str(err):
@@ -134,7 +136,11 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
             storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker-died")
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                heartbeat = isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat)
+                callback = storage.get_failed_trial_callback() if heartbeat else None
+                if callback is not None:  # the same retry as for a stale heartbeat
+                    callback(study, storage.get_trial(t._trial_id))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -224,67 +230,112 @@ def log_report(study: optuna.Study, tracker: Tracker, parent_id: str, metric: st
         print(f"warning: the study report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
 
 
-def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
-              extra_enqueue: list[dict[str, Any]] | None = None, show_progress: bool = True) -> StudyOutcome:
-    """Run (or resume) the study of ``spec``: adds ``[study].n_trials`` trials.
+@dataclass
+class StudyContext:
+    """Everything a process needs to run trials of one study (made once per process)."""
 
-    Raises:
-        UserInputError: bad spec, data or store; raised before anything is written.
-        StudyInterrupted: Ctrl-C / SIGTERM; finished trials are kept, the running one is FAIL.
-    """
-    store = resolve_store(storage, tracking_uri)
-    data = prepare(spec)  # validates the data before any store exists
-    check_reachable(store.tracking_uri)
-    store.prepare()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    spec: StudySpec
+    store: Store
+    data: PreparedData
+    study: optuna.Study
+    tracker: Tracker
+    experiment_id: str
+    parent_id: str
+    env: dict[str, str]
 
-    study = open_study(spec, make_storage(store.storage))
-    tracker = Tracker(store.tracking_uri, store.artifact_root)
-    experiment_id = tracker.experiment(spec.name)
-    env = environment_tags()
-    parent_id = tracker.parent_run(
-        experiment_id, spec.name, study.user_attrs.get(ATTR_PARENT_RUN),
-        params={"sampler": spec.study.sampler, "pruner": spec.study.pruner, "metric": spec.study.metric,
-                "direction": spec.direction, "seed": spec.study.seed, "data_source": spec.data.source},
-        tags={**env, "nnstudy.optuna_storage": store.storage, "nnstudy.spec_file": str(spec.path or "")},
-    )
-    if study.user_attrs.get(ATTR_PARENT_RUN) != parent_id:
-        study.set_user_attr(ATTR_PARENT_RUN, parent_id)
-        study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
-        _log_study_files(tracker, parent_id, spec, data)
-    recover_stale_trials(study, tracker)
-    enqueue(study, [*spec.enqueue, *(extra_enqueue or [])])
+    def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None) -> None:
+        """Run ``n_trials`` trials of the study in this process."""
+        objective = Objective(self.spec, self.data, self.tracker, self.experiment_id, self.parent_id,
+                              progress=progress.on_epoch if progress else None, run_tags=self.env,
+                              on_result=_model_keeper(self.spec, self.study, self.tracker, self.data))
+        callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else [])
+        self.study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
+                            callbacks=callbacks, gc_after_trial=True, show_progress_bar=False)
 
-    progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
-    objective = Objective(spec, data, tracker, experiment_id, parent_id, progress=progress.on_epoch, run_tags=env,
-                          on_result=_model_keeper(spec, study, tracker, data))
-    before = len(study.get_trials(deepcopy=False))
-
-    def update_parent(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def update_parent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """After each trial: the best value so far (a point per trial) and the link to the best child."""
         try:
             best = study.best_trial
         except ValueError:
             return
-        tracker.log_summary(parent_id, {"best_value": best.value}, {
+        self.tracker.log_summary(self.parent_id, {"best_value": best.value}, {
             TAG_BEST_RUN: str(best.user_attrs.get(ATTR_RUN_ID, "")), "nnstudy.best_trial": str(best.number),
             **{f"best.{k}": str(v) for k, v in best.params.items()}})
 
+
+def open_context(spec: StudySpec, store: Store, data: PreparedData | None = None) -> StudyContext:
+    """Open (or create) the study, its experiment and its one parent run. Safe to call from many
+    processes at once: the study and the parent run are created exactly once."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    data = data if data is not None else prepare(spec)
+    study = open_study(spec, make_storage(store.storage, max_retries=spec.study.max_retries))
+    tracker = Tracker(store.tracking_uri, store.artifact_root)
+    experiment_id = tracker.experiment(spec.name)
+    env = environment_tags()
+    known = study.user_attrs.get(ATTR_PARENT_RUN)
+    parent_id = tracker.parent_run(
+        experiment_id, spec.name, known,
+        params={"sampler": spec.study.sampler, "pruner": spec.study.pruner, "metric": spec.study.metric,
+                "direction": spec.direction, "seed": spec.study.seed, "data_source": spec.data.source},
+        tags={**env, "nnstudy.optuna_storage": store.storage, "nnstudy.spec_file": str(spec.path or "")},
+    )
+    if known != parent_id:
+        study.set_user_attr(ATTR_PARENT_RUN, parent_id)
+        study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
+        _log_study_files(tracker, parent_id, spec, data)
+    return StudyContext(spec, store, data, study, tracker, experiment_id, parent_id, env)
+
+
+def _interrupted(ctx: StudyContext) -> StudyInterrupted:
+    ctx.tracker.end_run(ctx.parent_id, "KILLED")
+    done = len(ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return StudyInterrupted(f"study {ctx.spec.name!r} interrupted; {done} complete trial(s) are kept in "
+                            f"{ctx.store.storage}. Run the same command again to resume.")
+
+
+def finish(ctx: StudyContext) -> None:
+    """Write the report and end the parent run, unless other workers still run trials of the study."""
+    log_report(ctx.study, ctx.tracker, ctx.parent_id, ctx.spec.study.metric)
+    if not ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        ctx.tracker.end_run(ctx.parent_id, "FINISHED")
+
+
+def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
+              extra_enqueue: list[dict[str, Any]] | None = None, show_progress: bool = True,
+              workers: int = 1, gpus: list[str] | None = None, trials_per_gpu: int = 1) -> StudyOutcome:
+    """Run (or resume) the study of ``spec``: adds ``[study].n_trials`` trials.
+
+    ``workers > 1`` (or ``gpus``) runs the trials in that many worker processes, each with its
+    share of the threads (or its GPU slot); the total number of new trials stays exact.
+
+    Raises:
+        UserInputError: bad spec, data or store; raised before anything is written.
+        StudyInterrupted: Ctrl-C / SIGTERM; finished trials are kept, the running ones are FAIL.
+    """
+    from nnstudy.workers import plan_workers, run_workers
+
+    store = resolve_store(storage, tracking_uri)
+    data = prepare(spec)  # validates the data before any store exists
+    plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
+    check_reachable(store.tracking_uri)
+    store.prepare()
+    ctx = open_context(spec, store, data)
+    recover_stale_trials(ctx.study, ctx.tracker)
+    enqueue(ctx.study, [*spec.enqueue, *(extra_enqueue or [])])
+    before = len(ctx.study.get_trials(deepcopy=False))
+    progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
     try:
         with progress:
-            study.optimize(objective, n_trials=spec.study.n_trials, timeout=spec.study.timeout,
-                           catch=(TrialFailed,), callbacks=[progress.on_trial_end, update_parent],
-                           gc_after_trial=True, show_progress_bar=False)
+            if len(plans) == 1 and not plans[0].env:
+                ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress)
+            else:
+                run_workers(ctx, plans, progress=progress)
     except KeyboardInterrupt:
-        tracker.end_run(parent_id, "KILLED")
-        done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        raise StudyInterrupted(f"study {spec.name!r} interrupted; {done} complete trial(s) are kept in "
-                               f"{store.storage}. Run the same command again to resume.") from None
+        raise _interrupted(ctx) from None
     except BaseException:
-        tracker.end_run(parent_id, "FAILED")
+        ctx.tracker.end_run(ctx.parent_id, "FAILED")
         raise
-    log_report(study, tracker, parent_id, spec.study.metric)
-    tracker.end_run(parent_id, "FINISHED")
-    new = len(study.get_trials(deepcopy=False)) - before
-    return StudyOutcome(study=study, store=store, parent_run_id=parent_id, experiment_id=experiment_id,
-                        new_trials=new, data=data)
+    finish(ctx)
+    return StudyOutcome(study=ctx.study, store=store, parent_run_id=ctx.parent_id, experiment_id=ctx.experiment_id,
+                        new_trials=len(ctx.study.get_trials(deepcopy=False)) - before, data=data)

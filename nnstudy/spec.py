@@ -55,6 +55,7 @@ class StudySection(_Section):
     pruner: Literal["median", "hyperband", "none"] = "median"
     seed: int = Field(default=42, ge=0)
     keep_models: Literal["best", "all", "none"] = "best"
+    max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
 
     @model_validator(mode="after")
     def _metric_and_direction(self) -> StudySection:
@@ -102,6 +103,7 @@ class TrainSection(_Section):
     restore_best_weights: bool = True
     min_delta: float = Field(default=0.0, ge=0)
     deterministic: bool = True  # TensorFlow op determinism: a re-run gives the same curve
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"  # Keras backend, set before Keras loads
 
 
 class StudySpec(BaseModel):

@@ -46,6 +46,8 @@ class Store:
             if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
                 raise StoreError(f"the store {path} is read-only; choose a writable folder with "
                                  "--storage/--tracking-uri")
+        for path in self.local_files():
+            _enable_wal(path)
         if self.artifact_root is not None:
             try:
                 self.artifact_root.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,18 @@ class Store:
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+
+def _enable_wal(path: Path) -> None:
+    """Put a SQLite store in write-ahead-log mode (kept in the file): readers never block the
+    writer, and several worker processes can write without "database is locked"."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(path, timeout=60) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open the SQLite store {path}: {err}") from None
 
 
 def _check_scheme(url: str, allowed: tuple[str, ...], option: str) -> None:

@@ -65,20 +65,44 @@ class Tracker:
 
     def parent_run(self, experiment_id: str, study_name: str, run_id: str | None, *,
                    params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Reuse the study's parent run (``run_id``) or create it; mark it RUNNING."""
+        """The study's one parent run, marked RUNNING: ``run_id`` if it still exists, else the
+        earliest parent run of the study in the experiment, else a new one.
+
+        Workers that start together may each create one; they then all keep the earliest
+        (by start time, then id) and delete their own, so exactly one remains.
+        """
         if run_id:
             try:
-                self.client.update_run(run_id, status="RUNNING")
-                self.client.set_tag(run_id, "nnstudy.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
-                return run_id
-            except Exception:  # the run was deleted from MLflow: start a new parent
+                if self.client.get_run(run_id).info.lifecycle_stage == "active":
+                    self._mark_running(run_id)
+                    return run_id
+            except Exception:  # deleted from MLflow: find or start another
                 pass
-        run = self.client.create_run(
-            experiment_id, run_name=study_name,
-            tags={TAG_STUDY: study_name, TAG_ROLE: "study", **tags},
-        )
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
-        return str(run.info.run_id)
+        existing = self._parents(experiment_id, study_name)
+        if existing:
+            self._mark_running(existing[0])
+            return existing[0]
+        run = self.client.create_run(experiment_id, run_name=study_name,
+                                     tags={TAG_STUDY: study_name, TAG_ROLE: "study", **tags})
+        mine = str(run.info.run_id)
+        winner = self._parents(experiment_id, study_name)[0]
+        if winner != mine:
+            self.client.delete_run(mine)
+            self._mark_running(winner)
+            return winner
+        self.client.log_batch(mine, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
+        return mine
+
+    def _parents(self, experiment_id: str, study_name: str) -> list[str]:
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_STUDY}` = '{study_name}'",
+            max_results=100)
+        runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+        return [str(r.info.run_id) for r in runs]
+
+    def _mark_running(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "nnstudy.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
 
     def start_trial(self, experiment_id: str, parent_run_id: str, study_name: str, trial_number: int, *,
                     params: dict[str, Any], tags: dict[str, str]) -> TrialRun:

@@ -105,6 +105,11 @@ def test_sigkill_mid_trial_then_rerun_repairs_records_and_continues(tmp_path: Pa
     assert client.get_metric_history(run.info.run_id, "loss")  # curves logged before the kill are kept
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 2  # the re-run added its trials
+    (retry,) = [t for t in complete if t.user_attrs.get("retry_of") == victim.number]  # re-ran the dead trial
+    assert retry.params == victim.params and retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert retry_run.data.tags["nnstudy.retry_of_run"] == run.info.run_id
+    assert client.get_run(run.info.run_id).data.tags["nnstudy.retried_by"] == retry_run.info.run_id
     assert [t.number for t in study.trials] == list(range(len(study.trials)))
 
 

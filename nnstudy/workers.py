@@ -1,0 +1,164 @@
+"""Worker processes: several processes (or GPU slots) running trials of one study.
+
+``plan_workers`` decides the environment of each worker (threads per worker, the GPU it
+sees); ``run_workers`` starts them as separate processes (spawned, so each sets its Keras
+backend and device before importing Keras), shows one progress display for all of them
+and stops them cleanly on Ctrl-C/SIGTERM. The total number of new trials is split exactly
+between the workers. Processes on other machines join the same study through a shared
+storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nnstudy.errors import NnstudyError, UserInputError
+
+if TYPE_CHECKING:
+    from nnstudy.data import PreparedData
+    from nnstudy.progress import StudyProgress
+    from nnstudy.runner import StudyContext
+    from nnstudy.spec import StudySpec
+    from nnstudy.store import Store
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker process: its name and the environment it starts with."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def detect_gpus() -> list[str]:
+    """GPU indices visible on this machine (``nvidia-smi -L``); empty when there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment limiting TensorFlow, JAX/XLA and BLAS to ``threads`` threads."""
+    n = str(max(1, threads))
+    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                         f"intra_op_parallelism_threads={n}"}
+
+
+def plan_workers(workers: int = 1, *, gpus: list[str] | None = None, trials_per_gpu: int = 1,
+                 available_gpus: list[str] | None = None, cpu_count: int | None = None) -> list[WorkerPlan]:
+    """The worker processes to start.
+
+    * ``workers == 1`` and no ``gpus``: one plan with an empty environment (run in-process).
+    * ``workers > 1``: that many CPU workers, the cores shared out between them.
+    * ``gpus`` (indices, or ``["all"]``): ``trials_per_gpu`` workers per GPU, each seeing only its
+      GPU (``CUDA_VISIBLE_DEVICES``), growing its memory on demand and, with several per GPU, taking
+      at most its share of the GPU memory. With no GPU on the machine, falls back to ``workers`` CPU workers.
+    """
+    if workers < 1:
+        raise UserInputError(f"--workers {workers}: allowed: an integer >= 1")
+    if trials_per_gpu < 1:
+        raise UserInputError(f"--trials-per-gpu {trials_per_gpu}: allowed: an integer >= 1")
+    cores = cpu_count or os.cpu_count() or 1
+    if gpus:
+        present = detect_gpus() if available_gpus is None else available_gpus
+        wanted = present if gpus == ["all"] else gpus
+        missing = [g for g in wanted if g not in present]
+        if present and missing:
+            raise UserInputError(f"--gpus {','.join(gpus)}: GPU {missing[0]} does not exist; "
+                                 f"allowed: {', '.join(present)} or all")
+        if present:
+            slots = [(g, k) for g in wanted for k in range(trials_per_gpu)]
+            threads = max(1, cores // len(slots))
+            fraction = f"{0.9 / trials_per_gpu:.2f}"
+            return [WorkerPlan(name=f"gpu{g}-{k}", device=f"gpu:{g}", env={
+                **thread_env(threads), "CUDA_VISIBLE_DEVICES": g, "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": fraction,
+                "NNSTUDY_GPU_MEMORY_FRACTION": fraction}) for g, k in slots]
+        print("warning: no GPU found; running on the CPU", file=sys.stderr)
+    if workers == 1 and not gpus:
+        return [WorkerPlan(name="main")]
+    threads = max(1, cores // workers)
+    return [WorkerPlan(name=f"cpu{i}", env={**thread_env(threads), "CUDA_VISIBLE_DEVICES": ""})
+            for i in range(workers)]
+
+
+def split_trials(n_trials: int, n_workers: int) -> list[int]:
+    """Share ``n_trials`` out so the total is exact: ``split_trials(10, 4) == [3, 3, 2, 2]``."""
+    base, extra = divmod(n_trials, n_workers)
+    return [base + (1 if i < extra else 0) for i in range(n_workers)]
+
+
+def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[str, str], n_trials: int,
+                 timeout: float | None) -> None:
+    """Entry point of a worker process (spawned: nothing of Keras is imported yet)."""
+    os.environ.update(env)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", spec.train.backend)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    from nnstudy.runner import open_context
+
+    try:
+        ctx = open_context(spec, store, data)
+        ctx.optimize(n_trials, timeout=timeout)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyProgress | None = None,
+                poll_s: float = 0.5) -> None:
+    """Run the study's new trials in one process per plan; return when all have ended."""
+    import optuna
+
+    spawn = multiprocessing.get_context("spawn")
+    counts = split_trials(ctx.spec.study.n_trials, len(plans))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    done_before = len(ctx.study.get_trials(deepcopy=False, states=finished))
+    procs = []
+    for plan, count in zip(plans, counts):
+        if count == 0:
+            continue
+        proc = spawn.Process(target=_worker_main, name=f"nnstudy-{plan.name}", daemon=False,
+                             args=(ctx.spec, ctx.store, ctx.data, plan.env, count, ctx.spec.study.timeout))
+        proc.start()
+        procs.append(proc)
+    try:
+        while any(p.is_alive() for p in procs):
+            if progress is not None:
+                done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
+                progress.show(ctx.study, done, running=sum(p.is_alive() for p in procs))
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(timeout=60)
+        raise
+    if progress is not None:
+        done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
+        progress.show(ctx.study, done, running=0)
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    if any(p.exitcode == 130 for p in failed):
+        raise KeyboardInterrupt
+    if failed:
+        raise NnstudyError(f"worker {failed[0].name} exited with code {failed[0].exitcode}; "
+                           "its finished trials are kept")

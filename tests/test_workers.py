@@ -1,0 +1,96 @@
+"""Worker processes: placement plans (unit) and a real 2-worker study (end to end)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from nnstudy.cli import cli
+from nnstudy.errors import UserInputError
+from nnstudy.workers import plan_workers, split_trials
+
+
+def test_split_is_exact_and_balanced() -> None:
+    assert split_trials(10, 4) == [3, 3, 2, 2]
+    assert split_trials(2, 3) == [1, 1, 0]
+    assert sum(split_trials(97, 8)) == 97
+
+
+def test_one_worker_runs_in_process() -> None:
+    (plan,) = plan_workers(1)
+    assert plan.env == {}
+
+
+def test_cpu_workers_share_the_cores() -> None:
+    plans = plan_workers(4, cpu_count=8)
+    assert len(plans) == 4
+    assert all(p.env["TF_NUM_INTRAOP_THREADS"] == "2" and p.env["OMP_NUM_THREADS"] == "2" for p in plans)
+    assert plan_workers(4, cpu_count=2)[0].env["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_gpu_slots_see_only_their_gpu() -> None:
+    plans = plan_workers(gpus=["0", "1"], trials_per_gpu=2, available_gpus=["0", "1"], cpu_count=16)
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["0", "0", "1", "1"]
+    assert all(p.env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for p in plans)
+    assert all(p.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for p in plans)
+    assert plans[0].env["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.45"
+    assert plans[0].env["TF_NUM_INTRAOP_THREADS"] == "4"
+    assert [p.device for p in plan_workers(gpus=["all"], available_gpus=["0", "1", "2"])] == \
+        ["gpu:0", "gpu:1", "gpu:2"]
+
+
+def test_no_gpu_falls_back_to_cpu_workers(capsys: pytest.CaptureFixture[str]) -> None:
+    plans = plan_workers(2, gpus=["0"], available_gpus=[], cpu_count=2)
+    assert [p.device for p in plans] == ["cpu", "cpu"]
+    assert all(p.env["CUDA_VISIBLE_DEVICES"] == "" for p in plans)
+    assert "no GPU found" in capsys.readouterr().err
+
+
+def test_bad_worker_arguments_are_user_errors() -> None:
+    with pytest.raises(UserInputError, match="--workers 0"):
+        plan_workers(0)
+    with pytest.raises(UserInputError, match="GPU 3 does not exist"):
+        plan_workers(gpus=["3"], available_gpus=["0", "1"])
+
+
+@pytest.mark.slow
+def test_two_workers_give_exact_counts_and_one_child_run_per_trial(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "w.toml").write_text("""
+[study]
+name = "two-workers"
+n_trials = 5
+pruner = "none"
+[data]
+source = "pass_fail"
+n_samples = 300
+[train]
+max_epochs = 3
+early_stopping_patience = 2
+[search]
+learning_rate = { low = 1e-3, high = 1e-1, log = true }
+units = [8, 16]
+depth = 1
+""")
+    result = CliRunner().invoke(cli, ["run", "w.toml", "--workers", "2", "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="two-workers", storage="sqlite:///mlruns/optuna.db")
+    trials = study.get_trials()
+    assert len(trials) == 5 and sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # really two processes
+    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("two-workers")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("nnstudy.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("nnstudy.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
