@@ -241,7 +241,10 @@ def infer_task(y: pd.Series, requested: str, source: str, target: str) -> str:
     n_unique = values.nunique()
     if requested == "regression":
         if not numeric:
-            sample = values[pd.to_numeric(values, errors="coerce").isna()].iloc[0]
+            if pd.api.types.is_bool_dtype(values):
+                sample = values.iloc[0]
+            else:
+                sample = values[pd.to_numeric(values, errors="coerce").isna()].iloc[0]
             raise DataError(source, f"task = 'regression' needs a numeric target, found text such as {sample!r}; "
                             "allowed: numbers (or task = 'binary'/'multiclass')", column=target)
         return "regression"
@@ -270,6 +273,9 @@ def prepare(spec: StudySpec) -> PreparedData:
     """Load, check, split and scale the spec's data. Deterministic for a given spec."""
     section = spec.data
     frame, target, source = load_frame(section, spec.base_dir, spec.path)
+    if target not in frame.columns and section.is_builtin:
+        raise SpecError(spec.path, "[data].target", f"{target!r} is not a column of the built-in set {source!r}; "
+                        f"allowed: {', '.join(map(str, frame.columns))} (or leave target out)")
     if target not in frame.columns:
         raise DataError(source, f"target column not found{did_you_mean(target, [str(c) for c in frame.columns])}; "
                         f"allowed: {', '.join(map(str, frame.columns))}", column=target)

@@ -319,6 +319,7 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     data = prepare(spec)  # validates the data before any store exists
     plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
+    store.check_databases()
     store.prepare()
     ctx = open_context(spec, store, data)
     recover_stale_trials(ctx.study, ctx.tracker)

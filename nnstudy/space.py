@@ -102,14 +102,29 @@ def _type_ok(kind: str, value: Any) -> bool:
     return isinstance(value, str)
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) < 1e300
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: most points a grid search may have
+MAX_GRID_POINTS = 100_000
+
 _KIND_TEXT = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
 def _check_value(file: Any, field: str, pdef: ParamDef, value: Any) -> None:
     if not _type_ok(pdef.kind, value):
         raise SpecError(file, field, f"{value!r} has the wrong type; allowed: {_KIND_TEXT[pdef.kind]}")
-    if pdef.kind == "float" and not math.isfinite(float(value)):
-        raise SpecError(file, field, f"{value!r} is not finite; allowed: a finite number")
+    if pdef.kind in ("int", "float") and not _finite(value):
+        raise SpecError(file, field, f"{_short(value)} is not finite; allowed: a finite number")
     allowed = pdef.check(value)
     if allowed:
         hint = did_you_mean(value, _OPTIONS.get(id(pdef), ())) if isinstance(value, str) else ""
@@ -122,7 +137,7 @@ def parse_dimension(file: Any, name: str, raw: Any) -> Dimension:
     pdef = PARAMETERS[name]
     if isinstance(raw, dict):
         if pdef.kind == "str":
-            raise SpecError(file, field, f"{raw!r}: {name} takes a value or a list of choices, not a range")
+            raise SpecError(file, field, f"{raw!r} is a range; allowed: a value or a list of choices for {name}")
         unknown = sorted(set(raw) - {"low", "high", "log", "step"})
         if unknown:
             hint = did_you_mean(unknown[0], ["low", "high", "log", "step"])
@@ -130,7 +145,7 @@ def parse_dimension(file: Any, name: str, raw: Any) -> Dimension:
                             f"unknown range key{hint}; allowed: low, high, log, step")
         for key in ("low", "high"):
             if key not in raw:
-                raise SpecError(file, field, f"{raw!r}: a range needs both 'low' and 'high'")
+                raise SpecError(file, field, f"{raw!r} lacks {key!r}; allowed: a range with both 'low' and 'high'")
             _check_value(file, f"{field}.{key}", pdef, raw[key])
         low, high = raw["low"], raw["high"]
         log = raw.get("log", False)
@@ -142,7 +157,7 @@ def parse_dimension(file: Any, name: str, raw: Any) -> Dimension:
             raise SpecError(file, f"{field}.low", f"{low!r} with log = true; allowed: low > 0 on a log scale")
         step = raw.get("step")
         if step is not None:
-            if not _type_ok(pdef.kind, step) or step <= 0:
+            if not _type_ok(pdef.kind, step) or not _finite(step) or step <= 0:
                 raise SpecError(file, f"{field}.step", f"{step!r} is not allowed; allowed: "
                                 f"{'an integer' if pdef.kind == 'int' else 'a number'} > 0")
             if log:
@@ -157,6 +172,11 @@ def parse_dimension(file: Any, name: str, raw: Any) -> Dimension:
         return Choice(tuple(raw)) if len(raw) > 1 else Fixed(raw[0])
     _check_value(file, field, pdef, raw)
     return Fixed(raw)
+
+
+def _on_step(value: float, low: float, step: float) -> bool:
+    k = (value - low) / step
+    return abs(k - round(k)) < 1e-9
 
 
 @dataclass(frozen=True)
@@ -217,6 +237,9 @@ class SearchSpace:
             if isinstance(dim, Range) and not dim.low <= value <= dim.high:
                 raise SpecError(file, where, f"{value!r} is outside the search space; allowed: "
                                 f"{dim.low!r} <= value <= {dim.high!r}")
+            if isinstance(dim, Range) and dim.step and not _on_step(value, dim.low, dim.step):
+                raise SpecError(file, where, f"{value!r} is off the range's step; allowed: "
+                                f"{dim.low!r} + k * {dim.step!r} up to {dim.high!r}")
 
     def grid(self, file: Any = None) -> dict[str, list[Any]]:
         """The grid of a grid search; every searched parameter must be a list or a stepped range."""
@@ -232,8 +255,15 @@ class SearchSpace:
             else:
                 step = dim.step or 1
                 n = int(math.floor((dim.high - dim.low) / step + 1e-9)) + 1
+                if n > MAX_GRID_POINTS:
+                    raise SpecError(file, f"[search].{name}", f"step = {step!r} makes {n} grid points; allowed: "
+                                    f"at most {MAX_GRID_POINTS} points in a grid")
                 values = [dim.low + i * step for i in range(n)]
                 grid[name] = [int(v) for v in values] if PARAMETERS[name].kind == "int" else values
+        total = math.prod(len(v) for v in grid.values())
+        if total > MAX_GRID_POINTS:
+            raise SpecError(file, "[search]", f"the grid has {total} points; allowed: at most {MAX_GRID_POINTS} "
+                            "for sampler = 'grid' (use fewer choices, larger steps, or sampler = 'tpe')")
         return grid
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class StudySection(_Section):
     timeout: Optional[float] = Field(default=None, gt=0)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
-    seed: int = Field(default=42, ge=0)
+    seed: int = Field(default=42, ge=0, le=2**31 - 2)
     keep_models: Literal["best", "all", "none"] = "best"
     max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
 
@@ -80,7 +80,7 @@ class DataSection(_Section):
     exclude: list[str] = Field(default_factory=list)
     missing: Literal["error", "drop", "mean", "median"] = "error"
     n_samples: int = Field(default=1000, ge=50, le=1_000_000)  # pass_fail / grades only
-    seed: int = Field(default=0, ge=0)  # generates pass_fail / grades; the split uses [study].seed
+    seed: int = Field(default=0, ge=0, le=2**31 - 3)  # generates pass_fail / grades; the split uses [study].seed
 
     @model_validator(mode="after")
     def _fractions(self) -> DataSection:
@@ -204,8 +204,14 @@ def _allowed_text(msg: str) -> str:
 def parse_spec(raw: dict[str, Any], *, path: Path | None = None) -> StudySpec:
     """Validate already-parsed spec data (a TOML document as a dict)."""
     file = path if path is not None else "<spec>"
-    if not isinstance(raw.get("enqueue", []), list):
-        raise SpecError(file, "[[enqueue]]", "must be an array of tables ([[enqueue]]), one per configuration")
+    for key in raw:
+        if key not in _SECTIONS:
+            raise SpecError(file, f"[{key}]", f"unknown section{did_you_mean(key, _SECTIONS)}; "
+                            f"allowed: {', '.join(f'[{s}]' for s in _SECTIONS)}")
+    enqueued = raw.get("enqueue", [])
+    if not isinstance(enqueued, list) or not all(isinstance(e, dict) for e in enqueued):
+        raise SpecError(file, "[[enqueue]]", f"{enqueued!r} is not an array of tables; allowed: one [[enqueue]] "
+                        "table per configuration")
     try:
         spec = StudySpec.model_validate({**raw, "path": path})
     except ValidationError as err:
@@ -244,7 +250,7 @@ def load_spec(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None =
         if values:
             table = raw.setdefault(section, {})
             if not isinstance(table, dict):
-                raise SpecError(path, f"[{section}]", f"{table!r} is not a table")
+                raise SpecError(path, f"[{section}]", f"{table!r} is not a table; allowed: a [{section}] table")
             table.update(values)
     return parse_spec(raw, path=path.resolve())
 

@@ -54,8 +54,32 @@ class Store:
             except OSError as err:
                 raise StoreError(f"cannot create the artifact folder {self.artifact_root}: {err.strerror}") from None
 
+    def check_databases(self) -> None:
+        """Connect once to each database server URL (not SQLite) so an unreachable one fails fast,
+        before anything is created."""
+        for url, option in ((self.storage, "--storage"), (self.tracking_uri, "--tracking-uri")):
+            if not url.startswith(("sqlite", "http", "databricks")):
+                _check_database(url, option)
+
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+
+def _check_database(url: str, option: str) -> None:
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": 5} if url.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ModuleNotFoundError as err:
+        raise StoreError(f"{option} {url!r}: the database driver is not installed ({err.name}); "
+                         "allowed: postgresql:// (psycopg) or sqlite:///") from None
+    except Exception as err:  # sqlalchemy wraps every driver error differently
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StoreError(f"{option} {url!r}: cannot connect to the database ({first})") from None
 
 
 def _enable_wal(path: Path) -> None:
