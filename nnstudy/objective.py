@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -43,6 +44,21 @@ def is_out_of_memory(err: BaseException) -> bool:
     name = type(err).__name__
     text = str(err).lower()
     return name == "ResourceExhaustedError" or "resource_exhausted" in text or "out of memory" in text
+
+
+#: parameters that make a model bigger; a configuration at least as big as one that ran out of memory is skipped
+SIZE_PARAMS = ("units", "depth", "batch_size")
+
+
+def _ran_out_of_memory_before(trial: optuna.Trial, params: dict[str, Any]) -> int | None:
+    """The number of an earlier trial that ran out of memory with a configuration no bigger than ``params``."""
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if t.user_attrs.get(ATTR_FAIL_REASON) != "out-of-memory":
+            continue
+        earlier = {**params, **t.params}
+        if all(params[k] >= earlier[k] for k in SIZE_PARAMS):
+            return t.number
+    return None
 
 
 @dataclass
@@ -93,6 +109,13 @@ class Objective:
         trial.set_user_attr(ATTR_RUN_ID, run.run_id)
         if "nnstudy.retry_of_run" in retry_tags:
             self.tracker.client.set_tag(retry_tags["nnstudy.retry_of_run"], "nnstudy.retried_by", run.run_id)
+        too_big = _ran_out_of_memory_before(trial, params)
+        if too_big is not None:
+            # tell the sampler without training: a pruned trial with no epochs ranks below every other
+            trial.set_user_attr(ATTR_FAIL_REASON, "out-of-memory-predicted")
+            self.tracker.end_run(run.run_id, "KILLED", {TAG_FAIL_REASON: "out-of-memory-predicted",
+                                                        "nnstudy.larger_than_trial": str(too_big)})
+            raise optuna.TrialPruned(f"at least as large as trial {too_big}, which ran out of memory")
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
             run.log_epoch(epoch, logs)
@@ -123,7 +146,9 @@ class Objective:
     def _retry_links(self, trial: optuna.Trial) -> dict[str, str]:
         """Tags linking a re-run of a dead worker's trial to the original (and the Optuna attribute)."""
         frozen = trial.study._storage.get_trial(trial._trial_id)
-        original = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         if original is None:
             return {}
         trial.set_user_attr("retry_of", original)

@@ -89,10 +89,10 @@ def make_storage(url: str, *, max_retries: int = 1) -> optuna.storages.BaseStora
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retries, inherit_intermediate_values=False)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                                                  grace_period=HEARTBEAT_GRACE_S, failed_trial_callback=retry)
+                                                  heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
+                                                  heartbeat_stale_trial_callback=retry)
         except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
             last = err
             if "UNIQUE constraint" not in str(err) and "already exists" not in str(err) and "locked" not in str(err):
@@ -138,7 +138,7 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
             storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker-died")
             if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
                 heartbeat = isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat)
-                callback = storage.get_failed_trial_callback() if heartbeat else None
+                callback = storage.get_heartbeat_stale_trial_callback() if heartbeat else None
                 if callback is not None:  # the same retry as for a stale heartbeat
                     callback(study, storage.get_trial(t._trial_id))
     with warnings.catch_warnings():
@@ -269,9 +269,10 @@ def open_context(spec: StudySpec, store: Store, data: PreparedData | None = None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     data = data if data is not None else prepare(spec)
-    study = open_study(spec, make_storage(store.storage, max_retries=spec.study.max_retries))
-    tracker = Tracker(store.tracking_uri, store.artifact_root)
-    experiment_id = tracker.experiment(spec.name)
+    with store.init_lock():
+        study = open_study(spec, make_storage(store.storage, max_retries=spec.study.max_retries))
+        tracker = Tracker(store.tracking_uri, store.artifact_root)
+        experiment_id = tracker.experiment(spec.name)
     env = environment_tags()
     known = study.user_attrs.get(ATTR_PARENT_RUN)
     parent_id = tracker.parent_run(

@@ -6,9 +6,11 @@ and ``artifacts/``. URIs are validated before anything is created.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 from nnstudy.errors import StoreError
@@ -60,6 +62,23 @@ class Store:
         for url, option in ((self.storage, "--storage"), (self.tracking_uri, "--tracking-uri")):
             if not url.startswith(("sqlite", "http", "databricks")):
                 _check_database(url, option)
+
+    @contextlib.contextmanager
+    def init_lock(self) -> Iterator[None]:
+        """Serialise schema creation of local SQLite stores between processes starting together
+        (two MLflow schema migrations on one new file would collide)."""
+        files = self.local_files()
+        if not files:
+            yield
+            return
+        import fcntl
+
+        with open(files[0].parent / ".nnstudy-init.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"

@@ -130,3 +130,34 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     parent_id = study.user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent_id).info.status == "KILLED"
+
+
+def test_two_runs_at_once_both_contribute(tmp_path: Path) -> None:
+    spec = tmp_path / "faulty.toml"
+    spec.write_text(SPEC.format(epochs=3))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([NNSTUDY, "run", str(spec), "--no-progress"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0][-3000:] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    study, client = _no_running_left(tmp_path)
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    experiment = client.get_experiment_by_name("faulty")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert len([r for r in runs if r.data.tags.get("nnstudy.role") == "study"]) == 1
+    assert sorted(r.info.run_id for r in runs if r.data.tags.get("nnstudy.role") == "trial") == \
+        sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+
+
+def test_read_only_store_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    spec = tmp_path / "faulty.toml"
+    spec.write_text(SPEC.format(epochs=3))
+    result = subprocess.run([NNSTUDY, "run", str(spec), "--no-progress", "--storage", "sqlite:////proc/nnstudy/optuna.db",
+                             "--tracking-uri", "sqlite:////proc/nnstudy/mlflow.db"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "/proc/nnstudy" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faulty.toml"]
