@@ -30,6 +30,9 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a tracking server that stops answering costs seconds, not minutes of retries: records are kept for `sync`
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     warnings.filterwarnings("ignore", message=".*experimental.*")
     if os.environ["KERAS_BACKEND"] == "tensorflow" and "tensorflow" not in sys.modules:
         saved = os.dup(2)
@@ -167,15 +170,31 @@ def _records(study_name: str | None, storage: str | None, tracking_uri: str | No
 def best(study_name: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Show the best trial: value, parameters, best epoch, run id and how to reproduce it."""
     records = _records(study_name, storage, tracking_uri)
+    from nnstudy.objective import run_id_of
     from nnstudy.reproduce import format_command
 
     trial = records.trial()
     info = {"study": records.study.study_name, "trial": trial.number, "value": trial.value,
             "params": trial.params, "best_epoch": trial.user_attrs.get("best_epoch"),
             "stopped_epoch": trial.user_attrs.get("stopped_epoch"), "seed": trial.user_attrs.get("seed"),
-            "mlflow_run_id": trial.user_attrs.get("mlflow_run_id")}
+            "mlflow_run_id": run_id_of(trial, records.study.user_attrs)}
     click.echo(json.dumps(info, indent=2))
     click.echo(f"reproduce: {format_command(records, trial.number)}")
+
+
+@cli.command()
+@_store_options
+def sync(study_name: str | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Write MLflow records kept while the tracking server was unreachable (safe to repeat)."""
+    records = _records(study_name, storage, tracking_uri)
+    from nnstudy.runner import sync_records
+    from nnstudy.tracking import check_reachable
+
+    check_reachable(records.store.tracking_uri)
+    metric = records.spec().study.metric if records.parent_run_id else "val_loss"
+    written = sync_records(records.study, records.tracker, metric=metric)
+    click.echo(f"study {records.study.study_name!r}: wrote {len(written)} trial record(s) to "
+               f"{records.store.tracking_uri}" + (f" (trials {', '.join(map(str, written))})" if written else ""))
 
 
 @cli.command()
@@ -278,13 +297,14 @@ def predict(study_name: str | None, storage: str | None, tracking_uri: str | Non
     from nnstudy.data import read_table
     from nnstudy.errors import StudyNotFoundError
     from nnstudy.export import download_bundle
+    from nnstudy.objective import run_id_of
 
     trial = records.trial(trial_number)
     if not trial.user_attrs.get("model_logged"):
         raise StudyNotFoundError(f"trial {trial.number} has no saved model (see [study].keep_models)")
     frame = read_table(input_file)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = download_bundle(records.client, str(trial.user_attrs["mlflow_run_id"]), Path(tmp))
+        bundle = download_bundle(records.client, str(run_id_of(trial, records.study.user_attrs)), Path(tmp))
         result = bundle.predict(frame, input_file)
     text = result.to_csv(index=False)
     if output is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from nnstudy.data import PreparedData
 from nnstudy.diagnosis import Diagnosis, diagnose
 from nnstudy.errors import TrialFailed
 from nnstudy.spec import StudySpec
-from nnstudy.tracking import TAG_FAIL_REASON, Tracker
+from nnstudy.tracking import TAG_FAIL_REASON, RunRecorder, RunStatus, Tracker
 from nnstudy.training import InputPipeline, TrainResult, configure_determinism, device_name, train
 
 #: called as progress(trial_number, epoch, logs) after every epoch
@@ -30,6 +31,13 @@ ResultHook = Callable[[optuna.Trial, str, TrainResult], None]
 # user attributes written on every Optuna trial
 ATTR_RUN_ID = "mlflow_run_id"
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_PENDING = "mlflow_pending"  # the MLflow record of a trial that ran while the tracking server was down
+
+
+def run_id_of(trial: optuna.trial.FrozenTrial, study_attrs: dict[str, Any]) -> str | None:
+    """The MLflow run of a trial: set when the trial started, or by ``nnstudy sync`` afterwards."""
+    run_id = trial.user_attrs.get(ATTR_RUN_ID) or study_attrs.get(f"{ATTR_RUN_ID}.{trial.number}")
+    return str(run_id) if run_id else None
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -100,25 +108,26 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", platform.node())
-        run = self.tracker.start_trial(
-            self.experiment_id, self.parent_run_id, spec.name, trial.number,
+        rec = RunRecorder(
+            self.tracker, self.experiment_id, self.parent_run_id, spec.name, trial.number,
             params={**params, **self.fixed_params(), "seed": seed},
             tags={**self.run_tags, "nnstudy.device": self.device, "nnstudy.data_digest": self.data.digest,
                   **retry_tags},
         )
-        trial.set_user_attr(ATTR_RUN_ID, run.run_id)
-        if "nnstudy.retry_of_run" in retry_tags:
-            self.tracker.client.set_tag(retry_tags["nnstudy.retry_of_run"], "nnstudy.retried_by", run.run_id)
+        if rec.run_id is not None:
+            trial.set_user_attr(ATTR_RUN_ID, rec.run_id)
+            if "nnstudy.retry_of_run" in retry_tags:
+                self.tracker.client.set_tag(retry_tags["nnstudy.retry_of_run"], "nnstudy.retried_by", rec.run_id)
         too_big = _ran_out_of_memory_before(trial, params)
         if too_big is not None:
             # tell the sampler without training: a pruned trial with no epochs ranks below every other
             trial.set_user_attr(ATTR_FAIL_REASON, "out-of-memory-predicted")
-            self.tracker.end_run(run.run_id, "KILLED", {TAG_FAIL_REASON: "out-of-memory-predicted",
-                                                        "nnstudy.larger_than_trial": str(too_big)})
+            self._finish(trial, rec, "KILLED", {}, {TAG_FAIL_REASON: "out-of-memory-predicted",
+                                                   "nnstudy.larger_than_trial": str(too_big)})
             raise optuna.TrialPruned(f"at least as large as trial {too_big}, which ran out of memory")
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
-            run.log_epoch(epoch, logs)
+            rec.log_epoch(epoch, logs)
             if self.progress is not None:
                 self.progress(trial.number, epoch, logs)
             value = logs.get(metric)
@@ -131,17 +140,24 @@ class Objective:
             result = train(self.data, params, spec.train, metric=metric, direction=spec.direction, seed=seed,
                            pipeline=self.pipeline, on_epoch=on_epoch)
         except BaseException as err:
-            run.flush()
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             reason = "interrupted" if interrupted else ("out-of-memory" if is_out_of_memory(err) else "error")
             trial.set_user_attr(ATTR_FAIL_REASON, reason)
-            self.tracker.end_run(run.run_id, "KILLED" if interrupted else "FAILED",
-                                 {TAG_FAIL_REASON: reason, "nnstudy.error": f"{type(err).__name__}: {err}"[:4000]})
+            self._finish(trial, rec, "KILLED" if interrupted else "FAILED", {},
+                         {TAG_FAIL_REASON: reason, "nnstudy.error": f"{type(err).__name__}: {err}"[:4000]})
             if reason == "out-of-memory":
                 raise TrialFailed(reason, f"{type(err).__name__}: {err}"[:500]) from err
             raise
-        run.flush()
-        return self._record(trial, run.run_id, params, result, run.logging_s)
+        return self._record(trial, rec, params, result)
+
+    def _finish(self, trial: optuna.Trial, rec: RunRecorder, status: RunStatus, metrics: dict[str, float],
+                tags: dict[str, str]) -> None:
+        """End the MLflow run; when the server is unreachable, keep the whole record in the Optuna trial."""
+        pending = rec.finish(status, metrics, tags)
+        if pending is not None:
+            trial.set_user_attr(ATTR_PENDING, pending)
+            print(f"warning: MLflow unreachable during trial {trial.number} ({rec.error}); its record is kept in "
+                  "the Optuna storage and written by `nnstudy sync` (or the next `nnstudy run`)", file=sys.stderr)
 
     def _retry_links(self, trial: optuna.Trial) -> dict[str, str]:
         """Tags linking a re-run of a dead worker's trial to the original (and the Optuna attribute)."""
@@ -158,12 +174,11 @@ class Objective:
                 tags["nnstudy.retry_of_run"] = str(t.user_attrs[ATTR_RUN_ID])
         return tags
 
-    def _record(self, trial: optuna.Trial, run_id: str, params: dict[str, Any], result: TrainResult,
-                logging_s: float) -> float:
+    def _record(self, trial: optuna.Trial, rec: RunRecorder, params: dict[str, Any], result: TrainResult) -> float:
         metric = self.spec.study.metric
         value = result.value(metric)
         summary = {"best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
-                   "duration_s": result.duration_s, "mlflow_logging_s": logging_s,
+                   "duration_s": result.duration_s, "mlflow_logging_s": rec.logging_s,
                    f"best_{metric}": value, **result.test_metrics}
         for key in ("best_epoch", "stopped_epoch"):
             trial.set_user_attr(key, summary[key])
@@ -184,20 +199,22 @@ class Objective:
                       f"(learning_rate={params['learning_rate']:g}, optimizer={params['optimizer']})")
             trial.set_user_attr(ATTR_FAIL_REASON, "diverged")
             trial.set_user_attr("diverged_at", result.diverged_at)
-            self.tracker.log_summary(run_id, {**summary, "diverged_at": result.diverged_at}, tags)
-            self.tracker.end_run(run_id, "FAILED", {TAG_FAIL_REASON: "diverged"})
+            self._finish(trial, rec, "FAILED", {**summary, "diverged_at": result.diverged_at},
+                         {**tags, TAG_FAIL_REASON: "diverged"})
             raise TrialFailed("diverged", detail)
         if result.stopped_by_hook is not None:
             trial.set_user_attr("pruned_at", result.stopped_by_hook)
-            self.tracker.log_summary(run_id, {**summary, "pruned_at_epoch": result.stopped_by_hook}, tags)
-            self.tracker.end_run(run_id, "KILLED", {"nnstudy.pruned": "true"})
+            self._finish(trial, rec, "KILLED", {**summary, "pruned_at_epoch": result.stopped_by_hook},
+                         {**tags, "nnstudy.pruned": "true"})
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_by_hook}")
         if not math.isfinite(value):
             trial.set_user_attr(ATTR_FAIL_REASON, "no-metric")
-            self.tracker.end_run(run_id, "FAILED", {TAG_FAIL_REASON: "no-metric"})
+            self._finish(trial, rec, "FAILED", summary, {**tags, TAG_FAIL_REASON: "no-metric"})
             raise TrialFailed("no-metric", f"{metric} was never finite")
-        self.tracker.log_summary(run_id, summary, tags)
-        if self.on_result is not None:
-            self.on_result(trial, run_id, result)
-        self.tracker.end_run(run_id, "FINISHED")
+        if self.on_result is not None and rec.run_id is not None and not rec.offline:
+            try:
+                self.on_result(trial, rec.run_id, result)
+            except Exception as err:  # the model could not be stored: the trial's result still counts
+                rec._offline(err)
+        self._finish(trial, rec, "FINISHED", summary, tags)
         return value

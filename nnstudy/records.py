@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 
 from nnstudy.errors import StudyNotFoundError
+from nnstudy.objective import run_id_of
 from nnstudy.runner import ATTR_PARENT_RUN, make_storage
 from nnstudy.spec import StudySpec, parse_spec
 from nnstudy.store import Store, resolve_store
@@ -46,7 +47,7 @@ class StudyRecords:
         trials = self.study.get_trials(deepcopy=False)
         if run_id is not None:
             for t in trials:
-                if t.user_attrs.get("mlflow_run_id") == run_id:
+                if run_id_of(t, self.study.user_attrs) == run_id:
                     return t
             raise StudyNotFoundError(f"no trial of study {self.study.study_name!r} has MLflow run {run_id!r}")
         if number is not None:

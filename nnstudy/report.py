@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from nnstudy.diagnosis import Diagnosis, diagnose
+from nnstudy.objective import run_id_of
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -55,10 +56,11 @@ class _CurveReader:
     """Reads each run's curves at most once during one call (no global cache)."""
 
     client: MlflowClient | None
+    study_attrs: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, Curves | None] = field(default_factory=dict)
 
     def curves(self, trial: FrozenTrial) -> Curves | None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = run_id_of(trial, self.study_attrs)
         if self.client is None or not run_id:
             return None
         if run_id not in self.seen:
@@ -84,11 +86,6 @@ class _CurveReader:
         return diagnose(*curves, best_epoch=trial.user_attrs.get("best_epoch"))
 
 
-def diagnose_trial(trial: FrozenTrial, client: MlflowClient | None) -> Diagnosis | None:
-    """The diagnosis of one finished trial from its MLflow curves (None when there is nothing to read)."""
-    return _CurveReader(client).diagnosis(trial)
-
-
 def _duration(trial: FrozenTrial) -> float | None:
     if "duration_s" in trial.user_attrs:
         return float(trial.user_attrs["duration_s"])
@@ -108,7 +105,7 @@ def _frame(study: optuna.Study, reader: _CurveReader) -> pd.DataFrame:
                      **{columns[k]: t.params.get(k) for k in names},
                      "best_epoch": attrs.get("best_epoch"), "stopped_epoch": attrs.get("stopped_epoch"),
                      "duration_s": _duration(t), "diagnosis": found.label if found else None,
-                     "fail_reason": attrs.get("fail_reason"), "mlflow_run_id": attrs.get("mlflow_run_id")})
+                     "fail_reason": attrs.get("fail_reason"), "mlflow_run_id": run_id_of(t, reader.study_attrs)})
     return pd.DataFrame(rows, columns=[*LEAD_COLUMNS, *columns.values(), *TAIL_COLUMNS])
 
 
@@ -120,7 +117,7 @@ def trials_frame(study: optuna.Study, client: MlflowClient | None = None) -> pd.
     ``diagnosis`` is read from MLflow (two calls per COMPLETE/FAIL/PRUNED trial) when ``client``
     is given; without it only diverged trials get one.
     """
-    return _frame(study, _CurveReader(client))
+    return _frame(study, _CurveReader(client, study.user_attrs))
 
 
 def _sorted_complete(study: optuna.Study) -> list[FrozenTrial]:
@@ -230,7 +227,7 @@ def write_report(study: optuna.Study, out_dir: Path, *, client: MlflowClient, me
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context():  # optuna's plots switch the global style to ggplot: undo it afterwards
-        return _write_all(study, out_dir, _CurveReader(client), metric, top)
+        return _write_all(study, out_dir, _CurveReader(client, study.user_attrs), metric, top)
 
 
 def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric: str, top: int) -> list[Path]:
@@ -252,7 +249,7 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
         best = done[0]
         info = {"study": study.study_name, "metric": metric, "direction": study.direction.name.lower(),
                 "trial": best.number, "value": best.value, "params": best.params,
-                "best_epoch": best.user_attrs.get("best_epoch"), "mlflow_run_id": best.user_attrs.get("mlflow_run_id")}
+                "best_epoch": best.user_attrs.get("best_epoch"), "mlflow_run_id": run_id_of(best, study.user_attrs)}
         (out_dir / "best_params.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         written.append(out_dir / "best_params.json")
     else:

@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 
 from nnstudy.data import prepare
-from nnstudy.objective import ATTR_RUN_ID
+from nnstudy.objective import run_id_of
 from nnstudy.records import StudyRecords
 from nnstudy.tracking import TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL, environment_tags
 from nnstudy.training import configure_determinism, device_name, train
@@ -47,7 +47,7 @@ class Reproduction:
 def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id: str | None = None) -> Reproduction:
     """Re-train a trial (default: the best) and compare its curve with the original run's."""
     trial = records.trial(trial_number, run_id)
-    original_id = str(trial.user_attrs.get(ATTR_RUN_ID, ""))
+    original_id = run_id_of(trial, records.study.user_attrs) or ""
     spec = records.spec()
     metric = spec.study.metric
     data = prepare(spec)

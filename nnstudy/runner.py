@@ -23,15 +23,16 @@ import optuna
 
 from nnstudy.data import PreparedData, prepare
 from nnstudy.errors import SpecError, StoreError, StudyInterrupted, TrialFailed
-from nnstudy.objective import ATTR_RUN_ID, Objective, ResultHook
+from nnstudy.objective import ATTR_PENDING, ATTR_RUN_ID, Objective, ResultHook, run_id_of
 from nnstudy.progress import StudyProgress
 from nnstudy.spec import StudySpec
 from nnstudy.store import Store, resolve_store
-from nnstudy.tracking import TAG_BEST_RUN, Tracker, check_reachable, environment_tags
+from nnstudy.tracking import TAG_BEST_RUN, Tracker, check_reachable, environment_tags, write_pending
 from nnstudy.training import TrainResult
 
 ATTR_PARENT_RUN = "mlflow_parent_run_id"
 ATTR_EXPERIMENT = "mlflow_experiment_id"
+ATTR_PARENT_PENDING = "mlflow_parent_pending"
 HEARTBEAT_INTERVAL_S = 20
 HEARTBEAT_GRACE_S = 60
 
@@ -258,9 +259,10 @@ class StudyContext:
             best = study.best_trial
         except ValueError:
             return
-        self.tracker.log_summary(self.parent_id, {"best_value": best.value}, {
-            TAG_BEST_RUN: str(best.user_attrs.get(ATTR_RUN_ID, "")), "nnstudy.best_trial": str(best.number),
-            **{f"best.{k}": str(v) for k, v in best.params.items()}})
+        try:
+            update_parent_run(self.tracker, self.parent_id, best, study.user_attrs)
+        except Exception:  # MLflow unreachable: `sync` writes the parent's summary later
+            study.set_user_attr(ATTR_PARENT_PENDING, True)
 
 
 def open_context(spec: StudySpec, store: Store, data: PreparedData | None = None) -> StudyContext:
@@ -295,11 +297,52 @@ def _interrupted(ctx: StudyContext) -> StudyInterrupted:
                             f"{ctx.store.storage}. Run the same command again to resume.")
 
 
+def update_parent_run(tracker: Tracker, parent_id: str, best: optuna.trial.FrozenTrial,
+                      study_attrs: dict[str, Any]) -> None:
+    tracker.log_summary(parent_id, {"best_value": best.value}, {
+        TAG_BEST_RUN: run_id_of(best, study_attrs) or "", "nnstudy.best_trial": str(best.number),
+        **{f"best.{k}": str(v) for k, v in best.params.items()}})
+
+
 def finish(ctx: StudyContext) -> None:
     """Write the report and end the parent run, unless other workers still run trials of the study."""
-    log_report(ctx.study, ctx.tracker, ctx.parent_id, ctx.spec.study.metric)
-    if not ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        ctx.tracker.end_run(ctx.parent_id, "FINISHED")
+    try:
+        _finish_parent(ctx.study, ctx.tracker, ctx.parent_id, ctx.spec.study.metric)
+    except Exception as err:  # MLflow unreachable: the trials are in the Optuna storage; `sync` finishes this
+        ctx.study.set_user_attr(ATTR_PARENT_PENDING, True)
+        print(f"warning: MLflow unreachable at the end of the study ({type(err).__name__}); run `nnstudy sync` "
+              "when it is back", file=sys.stderr)
+
+
+def _finish_parent(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str) -> None:
+    log_report(study, tracker, parent_id, metric)
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        tracker.end_run(parent_id, "FINISHED")
+
+
+def sync_records(study: optuna.Study, tracker: Tracker, *, metric: str) -> list[int]:
+    """Write to MLflow the records of trials that ran while it was unreachable (and the parent's
+    summary). Safe to repeat. Returns the numbers of the trials written."""
+    attrs = study.user_attrs
+    experiment_id, parent_id = attrs.get(ATTR_EXPERIMENT), attrs.get(ATTR_PARENT_RUN)
+    if not experiment_id or not parent_id:
+        return []
+    written = []
+    for t in study.get_trials(deepcopy=False):
+        pending = t.user_attrs.get(ATTR_PENDING)
+        if not pending or attrs.get(f"{ATTR_RUN_ID}.{t.number}"):
+            continue
+        run_id = write_pending(tracker, experiment_id, parent_id, study.study_name, t.number, pending)
+        study.set_user_attr(f"{ATTR_RUN_ID}.{t.number}", run_id)
+        written.append(t.number)
+    if written or study.user_attrs.get(ATTR_PARENT_PENDING):
+        try:
+            update_parent_run(tracker, parent_id, study.best_trial, study.user_attrs)
+        except ValueError:  # no complete trial
+            pass
+        _finish_parent(study, tracker, parent_id, metric)
+        study.set_user_attr(ATTR_PARENT_PENDING, False)
+    return written
 
 
 def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
@@ -324,6 +367,10 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     store.prepare()
     ctx = open_context(spec, store, data)
     recover_stale_trials(ctx.study, ctx.tracker)
+    synced = sync_records(ctx.study, ctx.tracker, metric=spec.study.metric)
+    if synced:
+        print(f"wrote the MLflow records of {len(synced)} trial(s) kept while MLflow was unreachable",
+              file=sys.stderr)
     enqueue(ctx.study, [*spec.enqueue, *(extra_enqueue or [])])
     before = len(ctx.study.get_trials(deepcopy=False))
     progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)

@@ -197,3 +197,94 @@ def check_reachable(tracking_uri: str) -> None:
         reason = getattr(err, "reason", err)
         raise StoreError(f"MLflow tracking server {tracking_uri} is unreachable ({reason}); "
                          "start it or pass another --tracking-uri") from None
+
+
+class RunRecorder:
+    """One trial's MLflow record: written live while the tracking server answers, kept whole in
+    memory when it stops answering, so that nothing is lost and ``pending()`` can be stored (in
+    the Optuna trial) and written later by ``nnstudy sync``."""
+
+    def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str, study_name: str,
+                 trial_number: int, *, params: dict[str, Any], tags: dict[str, str]) -> None:
+        self.tracker = tracker
+        self.params = {k: _param_text(v) for k, v in params.items()}
+        self.tags = tags
+        self.curves: dict[str, dict[int, float]] = {}
+        self.error: str | None = None
+        self._live: TrialRun | None = None
+        try:
+            self._live = tracker.start_trial(experiment_id, parent_run_id, study_name, trial_number,
+                                             params=params, tags=tags)
+        except Exception as err:  # the server is down: record offline, training goes on
+            self._offline(err)
+
+    @property
+    def run_id(self) -> str | None:
+        return self._live.run_id if self._live is not None else None
+
+    @property
+    def offline(self) -> bool:
+        return self.error is not None
+
+    @property
+    def logging_s(self) -> float:
+        return self._live.logging_s if self._live is not None else 0.0
+
+    def _offline(self, err: Exception) -> None:
+        if self.error is None:
+            self.error = f"{type(err).__name__}: {err}"[:500]
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.curves.setdefault(key, {})[epoch] = float(value)
+        if self._live is not None and not self.offline:
+            try:
+                self._live.log_epoch(epoch, metrics)
+            except Exception as err:
+                self._offline(err)
+
+    def finish(self, status: RunStatus, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any] | None:
+        """End the run. Returns ``None`` when MLflow has the whole record, else the pending record."""
+        if self._live is not None and not self.offline:
+            try:
+                self._live.flush()
+                self.tracker.log_summary(self._live.run_id, metrics, tags)
+                self.tracker.end_run(self._live.run_id, status)
+                return None
+            except Exception as err:
+                self._offline(err)
+        return {"run_id": self.run_id, "params": self.params, "tags": self.tags, "error": self.error,
+                "curves": {k: {str(e): v for e, v in c.items() if math.isfinite(v)} for k, c in self.curves.items()},
+                "metrics": {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))},
+                "end_tags": tags, "status": status}
+
+
+def write_pending(tracker: Tracker, experiment_id: str, parent_run_id: str, study_name: str, trial_number: int,
+                  pending: dict[str, Any]) -> str:
+    """Write a pending record (see :class:`RunRecorder`) to MLflow; returns the run id.
+
+    Epochs the run already has are not logged twice, so a sync can be repeated safely.
+    """
+    client = tracker.client
+    run_id = pending.get("run_id")
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except Exception:
+            run_id = None
+    if not run_id:
+        run = client.create_run(experiment_id, run_name=f"trial-{trial_number:04d}", tags={
+            TAG_PARENT: parent_run_id, TAG_STUDY: study_name, TAG_ROLE: "trial", TAG_TRIAL: str(trial_number),
+            **pending.get("tags", {})})
+        run_id = str(run.info.run_id)
+        client.log_batch(run_id, params=[Param(k, v) for k, v in pending.get("params", {}).items()])
+    now = int(time.time() * 1000)
+    metrics = []
+    for key, by_epoch in pending.get("curves", {}).items():
+        have = {m.step for m in client.get_metric_history(run_id, key)}
+        metrics += [Metric(key, v, now, int(e)) for e, v in by_epoch.items() if int(e) not in have]
+    for i in range(0, len(metrics), _MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
+    tracker.log_summary(run_id, pending.get("metrics", {}), {**pending.get("end_tags", {}), "nnstudy.synced": "true"})
+    tracker.end_run(run_id, pending.get("status", "FINISHED"))
+    return run_id
