@@ -26,7 +26,7 @@ from nnstudy.errors import SpecError, StoreError, StudyInterrupted, TrialFailed
 from nnstudy.objective import ATTR_PENDING, ATTR_RUN_ID, Objective, ResultHook, run_id_of
 from nnstudy.progress import StudyProgress
 from nnstudy.spec import StudySpec
-from nnstudy.store import Store, resolve_store
+from nnstudy.store import Store, absolute_sqlite, resolve_store
 from nnstudy.tracking import TAG_BEST_RUN, Tracker, check_reachable, environment_tags, write_pending
 from nnstudy.training import TrainResult
 
@@ -91,7 +91,7 @@ def make_storage(url: str, *, max_retries: int = 1) -> optuna.storages.BaseStora
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                return optuna.storages.RDBStorage(absolute_sqlite(url), engine_kwargs=engine_kwargs,
                                                   heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S,
                                                   heartbeat_stale_trial_callback=retry)
         except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server

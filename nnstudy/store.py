@@ -84,6 +84,17 @@ class Store:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
 
+def absolute_sqlite(url: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (other URLs unchanged).
+
+    MLflow caches its store per URI string: a relative path would keep pointing at the folder
+    that was current when it was first opened.
+    """
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
+    return url
+
+
 def _check_database(url: str, option: str) -> None:
     import sqlalchemy
 

@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from nnstudy.errors import StoreError
+from nnstudy.store import absolute_sqlite
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 
@@ -44,7 +45,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = MlflowClient(tracking_uri=absolute_sqlite(tracking_uri))
 
     def experiment(self, name: str) -> str:
         """The experiment id for ``name``, created on first use (safe against a concurrent create)."""

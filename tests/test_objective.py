@@ -57,7 +57,7 @@ def test_out_of_memory_fails_the_trial_and_the_sampler_avoids_bigger_ones(
     assert third.state == optuna.trial.TrialState.PRUNED  # bigger than one that ran out: not trained
     assert third.user_attrs["fail_reason"] == "out-of-memory-predicted"
     assert "stopped_epoch" not in third.user_attrs
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     run = client.get_run(first.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["nnstudy.fail_reason"] == "out-of-memory"
     skipped = client.get_run(third.user_attrs["mlflow_run_id"])

@@ -78,7 +78,7 @@ def test_reproduce_gives_the_same_curve_and_links_runs(study_dir: Path, monkeypa
     code, out = _invoke(study_dir, monkeypatch, "reproduce", "--trial", "2")
     assert code == 0, out
     assert "max abs difference of val_loss: 0.0" in out
-    client = MlflowClient("sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     study = optuna.load_study(study_name="survey", storage="sqlite:///mlruns/optuna.db")
     original_id = study.trials[2].user_attrs["mlflow_run_id"]
     original = client.get_run(original_id)

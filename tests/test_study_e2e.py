@@ -69,7 +69,7 @@ def test_study_runs_records_and_resumes(workdir: Path) -> None:
     assert code == 0, out
     assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in out
 
-    client = MlflowClient(tracking_uri="sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("tiny")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
@@ -182,7 +182,7 @@ learning_rate = 1e-3
     assert first.user_attrs["fail_reason"] == "diverged"
     assert second.state == optuna.trial.TrialState.COMPLETE
     assert study.best_trial.number == 1 and study.best_value < 1e6
-    client = MlflowClient(tracking_uri="sqlite:///mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     run = client.get_run(first.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
     assert run.data.tags["nnstudy.fail_reason"] == "diverged"
