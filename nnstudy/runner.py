@@ -58,14 +58,52 @@ class StudyOutcome:
 
 
 def make_sampler(spec: StudySpec, *, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler; ``offset`` (trials already in the study) keeps a resumed random search
-    from proposing the same sequence again."""
+    """The spec's sampler, seeded with ``[study].seed + offset``."""
     seed = spec.study.seed + offset
     if spec.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.study.sampler == "grid":
         return optuna.samplers.GridSampler(spec.space.grid(spec.path), seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+class ProcessSampler(optuna.samplers.BaseSampler):
+    """The spec's sampler, seeded when this process gets its first trial: ``seed + that trial's number``.
+
+    Trial numbers are unique across processes, so workers that open a study at the same moment
+    propose different configurations, while a lone process gets the same sequence every time
+    (a resumed random search does not repeat itself either).
+    """
+
+    def __init__(self, spec: StudySpec) -> None:
+        self._spec = spec
+        self._inner: optuna.samplers.BaseSampler | None = None
+
+    def _sampler(self, number: int = 0) -> optuna.samplers.BaseSampler:
+        if self._inner is None:
+            self._inner = make_sampler(self._spec, offset=number)
+        return self._inner
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._sampler(trial.number).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return self._sampler(trial.number).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._sampler(trial.number).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self._sampler(trial.number).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: optuna.trial.TrialState, values: Any) -> None:
+        self._sampler(trial.number).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler().reseed_rng()
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -102,16 +140,22 @@ def make_storage(url: str, *, max_retries: int = 1) -> optuna.storages.BaseStora
     raise StoreError(f"--storage {url!r}: cannot open the Optuna storage: {str(last).splitlines()[0]}") from None
 
 
-def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study or load it (resume); its direction must match the spec."""
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
-                                pruner=make_pruner(spec), load_if_exists=True)
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """Create the study or load it (resume); its direction must match the spec.
+    Returns the study and whether this call created it (exactly one process does)."""
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                                    pruner=make_pruner(spec), sampler=ProcessSampler(spec))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec),
+                                  sampler=ProcessSampler(spec))
+        created = False
     if study.direction.name.lower() != spec.direction:
         raise SpecError(spec.path, "[study].direction", f"{spec.direction!r}, but study {spec.name!r} in the "
                         f"storage was created with {study.direction.name.lower()!r}; allowed: the same "
                         "direction, or another [study].name / --study-name")
-    study.sampler = make_sampler(spec, offset=len(study.get_trials(deepcopy=False)))
-    return study
+    return study, created
 
 
 def _pid_alive(pid: int) -> bool:
@@ -272,11 +316,13 @@ def open_context(spec: StudySpec, store: Store, data: PreparedData | None = None
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     data = data if data is not None else prepare(spec)
     with store.init_lock():
-        study = open_study(spec, make_storage(store.storage, max_retries=spec.study.max_retries))
+        study, created = open_study(spec, make_storage(store.storage, max_retries=spec.study.max_retries))
         tracker = Tracker(store.tracking_uri, store.artifact_root)
         experiment_id = tracker.experiment(spec.name)
     env = environment_tags()
     known = study.user_attrs.get(ATTR_PARENT_RUN)
+    if known is None and not created:  # the process that created the study is creating its parent run
+        known = _wait_for_parent(study)
     parent_id = tracker.parent_run(
         experiment_id, spec.name, known,
         params={"sampler": spec.study.sampler, "pruner": spec.study.pruner, "metric": spec.study.metric,
@@ -288,6 +334,16 @@ def open_context(spec: StudySpec, store: Store, data: PreparedData | None = None
         study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
         _log_study_files(tracker, parent_id, spec, data)
     return StudyContext(spec, store, data, study, tracker, experiment_id, parent_id, env)
+
+
+def _wait_for_parent(study: optuna.Study, timeout_s: float = 60.0) -> str | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        parent = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(ATTR_PARENT_RUN)
+        if parent:
+            return str(parent)
+        time.sleep(0.5)
+    return None  # its creator died before making one: look for, or create, the parent ourselves
 
 
 def _interrupted(ctx: StudyContext) -> StudyInterrupted:
@@ -376,10 +432,11 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
     try:
         with progress:
-            if len(plans) == 1 and not plans[0].env:
+            recycle = spec.study.trials_per_process
+            if len(plans) == 1 and not plans[0].env and (recycle == 0 or spec.study.n_trials <= recycle):
                 ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress)
             else:
-                run_workers(ctx, plans, progress=progress)
+                run_workers(ctx, plans, progress=progress, trials_per_process=recycle)
     except KeyboardInterrupt:
         raise _interrupted(ctx) from None
     except BaseException:

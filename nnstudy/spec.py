@@ -56,6 +56,7 @@ class StudySection(_Section):
     seed: int = Field(default=42, ge=0, le=2**31 - 2)
     keep_models: Literal["best", "all", "none"] = "best"
     max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
+    trials_per_process: int = Field(default=25, ge=0)  # a fresh worker process after this many (0: never)
 
     @model_validator(mode="after")
     def _metric_and_direction(self) -> StudySection:

@@ -103,7 +103,8 @@ class Tracker:
 
     def _mark_running(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, "nnstudy.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        # log_batch (not set_tag): MLflow retries its tag upsert when workers write the same tag at once
+        self.client.log_batch(run_id, tags=[RunTag("nnstudy.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))])
 
     def start_trial(self, experiment_id: str, parent_run_id: str, study_name: str, trial_number: int, *,
                     params: dict[str, Any], tags: dict[str, str]) -> TrialRun:

@@ -158,7 +158,7 @@ def train(data: PreparedData, params: dict[str, Any], settings: TrainSection, *,
     """Train one configuration and return its curves, best epoch and restored model."""
     start = time.perf_counter()
     pipeline = pipeline or InputPipeline(data)
-    keras.backend.clear_session(free_memory=True)
+    keras.backend.clear_session(free_memory=False)  # the study runs gc.collect() once after each trial
     keras.utils.set_random_seed(seed)
     batch_size = int(params["batch_size"])
     model = build_model(params, n_features=data.n_features, task=data.task, n_classes=data.n_classes,

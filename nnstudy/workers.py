@@ -124,39 +124,60 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyProgress | None = None,
-                poll_s: float = 0.5) -> None:
-    """Run the study's new trials in one process per plan; return when all have ended."""
+                trials_per_process: int = 0, poll_s: float = 0.5) -> None:
+    """Run the study's new trials in one process per plan; return when all have ended.
+
+    With ``trials_per_process > 0`` a worker process exits after that many trials and a fresh one
+    takes over its share: TensorFlow keeps a few MB per traced model for the life of a process,
+    so recycling keeps a long study's memory flat.
+    """
     import optuna
 
     spawn = multiprocessing.get_context("spawn")
-    counts = split_trials(ctx.spec.study.n_trials, len(plans))
+    remaining = split_trials(ctx.spec.study.n_trials, len(plans))
+    deadline = time.monotonic() + ctx.spec.study.timeout if ctx.spec.study.timeout else None
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     done_before = len(ctx.study.get_trials(deepcopy=False, states=finished))
-    procs = []
-    for plan, count in zip(plans, counts):
-        if count == 0:
-            continue
-        proc = spawn.Process(target=_worker_main, name=f"nnstudy-{plan.name}", daemon=False,
-                             args=(ctx.spec, ctx.store, ctx.data, plan.env, count, ctx.spec.study.timeout))
+    running: dict[int, Any] = {}  # plan index -> process
+    ended: list[Any] = []
+
+    def start(i: int) -> None:
+        left = None if deadline is None else deadline - time.monotonic()
+        if remaining[i] <= 0 or (left is not None and left <= 0):
+            return
+        count = min(remaining[i], trials_per_process) if trials_per_process > 0 else remaining[i]
+        remaining[i] -= count
+        proc = spawn.Process(target=_worker_main, name=f"nnstudy-{plans[i].name}", daemon=False,
+                             args=(ctx.spec, ctx.store, ctx.data, plans[i].env, count, left))
         proc.start()
-        procs.append(proc)
+        running[i] = proc
+
+    def show() -> None:
+        if progress is not None:
+            done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
+            progress.show(ctx.study, done, running=len(running))
+
+    for i in range(len(plans)):
+        start(i)
     try:
-        while any(p.is_alive() for p in procs):
-            if progress is not None:
-                done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
-                progress.show(ctx.study, done, running=sum(p.is_alive() for p in procs))
+        while running:
+            for i, proc in list(running.items()):
+                if not proc.is_alive():
+                    proc.join()
+                    ended.append(running.pop(i))
+                    if proc.exitcode == 0:
+                        start(i)  # a fresh process for the rest of this worker's share
+            show()
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.join(timeout=60)
+        for proc in running.values():
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in running.values():
+            proc.join(timeout=60)
         raise
-    if progress is not None:
-        done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
-        progress.show(ctx.study, done, running=0)
-    failed = [p for p in procs if p.exitcode not in (0, None)]
+    show()
+    failed = [p for p in ended if p.exitcode not in (0, None)]
     if any(p.exitcode == 130 for p in failed):
         raise KeyboardInterrupt
     if failed:

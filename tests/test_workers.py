@@ -94,3 +94,33 @@ depth = 1
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+
+
+@pytest.mark.slow
+def test_worker_processes_are_recycled_and_counts_stay_exact(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "r.toml").write_text("""
+[study]
+name = "recycled"
+n_trials = 5
+pruner = "none"
+trials_per_process = 2
+[data]
+source = "pass_fail"
+n_samples = 200
+[train]
+max_epochs = 2
+[search]
+units = [8, 16]
+depth = 1
+""")
+    result = CliRunner().invoke(cli, ["run", "r.toml", "--no-progress"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="recycled", storage="sqlite:///mlruns/optuna.db").get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    pids = [t.user_attrs["pid"] for t in sorted(trials, key=lambda t: t.number)]
+    assert len(set(pids)) == 3  # 2 + 2 + 1 trials, each batch in a fresh process
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
