@@ -7,6 +7,7 @@ study and the same parent run.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -294,6 +295,10 @@ class StudyContext:
                               progress=progress.on_epoch if progress else None, run_tags=self.env,
                               on_result=_model_keeper(self.spec, self.study, self.tracker, self.data))
         callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else [])
+        # the frameworks' millions of long-lived objects leave the collector's view: the gc.collect()
+        # after each trial then costs milliseconds instead of ~0.3 s
+        gc.collect()
+        gc.freeze()
         self.study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
                             callbacks=callbacks, gc_after_trial=True, show_progress_bar=False)
 
