@@ -82,7 +82,8 @@ def _study_overrides(**values: Any) -> dict[str, dict[str, Any]]:
               "sqlite:///mlruns/mlflow.db.")
 @click.option("--seed", type=int, help="Study seed. Defaults to [study].seed.")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), help="Defaults to [study].sampler.")
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), help="Defaults to [study].pruner.")
+@click.option("--pruner", type=click.Choice(["median", "percentile", "asha", "hyperband", "none"]),
+              help="Defaults to [study].pruner.")
 @click.option("--enqueue", "enqueue_file", type=click.Path(path_type=Path),
               help="JSON list of parameter dicts to try first.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,

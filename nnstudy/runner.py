@@ -108,9 +108,15 @@ class ProcessSampler(optuna.samplers.BaseSampler):
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """``median`` (after 5 trials, from epoch 5), ``hyperband`` (1..max_epochs) or ``none``."""
+    """``median`` (after 5 trials, from epoch 5), ``percentile`` (the same, but below the best 25%),
+    ``asha`` (successive halving from epoch 1), ``hyperband`` (1..max_epochs) or ``none``."""
+    warmup = min(5, spec.train.max_epochs - 1)
     if spec.study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(5, spec.train.max_epochs - 1))
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if spec.study.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=warmup)
+    if spec.study.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if spec.study.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.max_epochs, reduction_factor=3)
     return optuna.pruners.NopPruner()

@@ -52,7 +52,7 @@ class StudySection(_Section):
     n_trials: int = Field(default=20, gt=0)
     timeout: Optional[float] = Field(default=None, gt=0)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner: Literal["median", "hyperband", "asha", "percentile", "none"] = "median"
     seed: int = Field(default=42, ge=0, le=2**31 - 2)
     keep_models: Literal["best", "all", "none"] = "best"
     max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
