@@ -81,6 +81,7 @@ def main() -> None:
                         help="comma-separated pruners nnstudy lacks, patched in by nnstudy_patched.py: asha, "
                         "percentile25 (added after --pruners)")
     parser.add_argument("--metric", help="override the spec's [study].metric (default: as shipped)")
+    parser.add_argument("--section", help="RESULTS.md section to write (default: pruning, or pruning-whatif)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     pruners = [p.strip() for p in args.pruners.split(",") if p.strip()]
@@ -130,7 +131,7 @@ Targets (≥ {TARGET_EPOCH_RATIO}x fewer epochs, best within {100 * TARGET_BEST_
     print()
     print(text)
     if not args.no_write:
-        write_section("pruning-whatif" if args.whatif else "pruning", text)
+        write_section(args.section or ("pruning-whatif" if args.whatif else "pruning"), text)
 
 
 if __name__ == "__main__":
