@@ -1,6 +1,6 @@
-"""What pruning saves: the same 40-trial digits study with pruner none vs median (vs hyperband).
+"""What pruning saves: the same 40-trial digits study with pruner none vs median, hyperband, ...
 
-    .venv/bin/python benchmarks/pruning.py [--n-trials 40] [--pruners none,median,hyperband]
+    .venv/bin/python benchmarks/pruning.py [--n-trials 40] [--pruners none,median,hyperband,percentile,asha]
 
 Each study is ``nnstudy run studies/digits.toml --n-trials 40 --sampler tpe --seed 42 --pruner P
 --no-progress`` (the shipped digits spec: val_accuracy, max 50 epochs, patience 8) in a fresh
@@ -75,8 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="pruned vs unpruned digits study (see the module docstring)")
     parser.add_argument("--n-trials", type=int, default=40)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--pruners", default="none,median,hyperband",
-                        help="comma-separated; the first is the baseline (default: none,median,hyperband)")
+    parser.add_argument("--pruners", default="none,median,hyperband,percentile,asha",
+                        help="comma-separated; the first is the baseline (default: none,median,hyperband,percentile,"
+                        "asha; percentile and asha need nnstudy >= 60c77ae)")
     parser.add_argument("--whatif", default="",
                         help="comma-separated pruners nnstudy lacks, patched in by nnstudy_patched.py: asha, "
                         "percentile25 (added after --pruners)")
