@@ -42,11 +42,11 @@ TARGET_LIMIT_RATIO = 1.15
 
 
 def nnstudy_fractions() -> tuple[float, float]:
-    """nnstudy's default validation and test fractions (read from its spec model, not copied)."""
-    from nnstudy.spec import DataSection
+    """nnstudy's default validation and test fractions (read from an empty spec, not copied)."""
+    import nnstudy
 
-    section = DataSection()
-    return section.validation_fraction, section.test_fraction
+    data = nnstudy.parse_spec({}).data
+    return data.validation_fraction, data.test_fraction
 
 
 def spec_text(val_fraction: float, test_fraction: float) -> str:
@@ -140,10 +140,11 @@ def read_nnstudy_store(work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{work}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name(STUDY)
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`nnstudy.role` = 'trial'",
-                              max_results=10_000)
+    runs = client.search_runs([experiment.experiment_id], max_results=10_000)
     trials = []
     for run in runs:
+        if "nnstudy.trial_number" not in run.data.tags:  # the parent run (README: "Where things are stored")
+            continue
         history = sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
         metrics = run.data.metrics
         trials.append({

@@ -1,6 +1,6 @@
 """Does an nnstudy process grow over a long study? RSS after trial 10 vs after trial 100.
 
-    .venv/bin/python benchmarks/memory.py [--n-trials 100] [--early 10] [--interval 0.05]
+    .venv/bin/python benchmarks/memory.py [--n-trials 100] [--early 10] [--interval 0.05] [--trials-per-process 0]
 
 Method (nnstudy is not modified): ``nnstudy run`` runs as a subprocess on the shipped
 ``studies/pass_fail.toml`` with ``[train] max_epochs = 3`` (and no timeout), in a fresh temporary
@@ -10,8 +10,10 @@ run trials in worker processes it recycles) and the number of finished trials (a
 ``mlruns/optuna.db``: trials in state COMPLETE, PRUNED or FAIL). "RSS after trial k" is the first
 sample taken once k trials have finished (so within one interval of the k-th trial's end, while
 the next trial starts). Also reported: the slope of RSS over trials 10..100 (least squares over the
-first sample of every trial count) and the peak. Appends (or replaces) the ``memory`` section of
-RESULTS.md. Target: RSS after trial 100 within 10% of RSS after trial 10.
+first sample of every trial count) and the peak. ``--trials-per-process N`` writes
+``[study].trials_per_process = N`` into the spec (0: every trial in the one process). The spec is
+checked with ``nnstudy.load_spec`` first. Appends (or replaces) the ``memory`` section of RESULTS.md
+(``memory-tppN`` with --trials-per-process). Target: RSS after trial 100 within 10% of RSS after trial 10.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BENCH_DIR, NNSTUDY, PYTHON, ROOT, child_env, command_line, machine, md_table, write_section
+import nnstudy
+from _common import NNSTUDY, ROOT, child_env, command_line, machine, md_table, write_section
 
 TARGET = 0.10
 
@@ -99,9 +102,6 @@ def main() -> None:
     parser.add_argument("--early", type=int, default=10, help="the early trial count to compare with")
     parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0.05)
-    parser.add_argument("--patches", default="",
-                        help="run benchmarks/nnstudy_patched.py with these NNSTUDY_PATCHES (e.g. unregister-gradients); "
-                        "written to the memory-patched section")
     parser.add_argument("--trials-per-process", type=int,
                         help="set [study].trials_per_process in the spec (0: all trials in one process); "
                         "default: nnstudy's default")
@@ -117,13 +117,10 @@ def main() -> None:
     samples: list[tuple[float, int | None, int, int, int, int]] = []  # (t, finished, own, tree RSS, PSS, procs)
     try:
         (work / "spec.toml").write_text(spec)
+        nnstudy.load_spec(work / "spec.toml")  # a bad setting fails here, not after the subprocess starts
         db = work / "mlruns" / "optuna.db"
         env = child_env()
-        launcher = [NNSTUDY]
-        if args.patches:
-            env["NNSTUDY_PATCHES"] = args.patches
-            launcher = [PYTHON, str(BENCH_DIR / "nnstudy_patched.py")]
-        cmd = [*launcher, "run", "spec.toml", "--n-trials", str(args.n_trials), "--no-progress"]
+        cmd = [NNSTUDY, "run", "spec.toml", "--n-trials", str(args.n_trials), "--no-progress"]
         start = time.time()
         with open(work / "stdout.txt", "w") as out, open(work / "stderr.txt", "w") as err:
             proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=err)
@@ -161,9 +158,7 @@ def main() -> None:
                       "PSS MiB (tree)", "processes"],
                      [[str(k), f"{first[k][0]:.0f}", f"{first[k][1] / 1024:.0f}", f"{first[k][2] / 1024:.0f}",
                        f"{first[k][3] / 1024:.0f}", str(first[k][4])] for k in sorted(set(milestones))])
-    title = f" with NNSTUDY_PATCHES={args.patches} (benchmarks/nnstudy_patched.py)" if args.patches else ""
-    if args.trials_per_process is not None:
-        title = f", trials_per_process = {args.trials_per_process}" + title
+    title = "" if args.trials_per_process is None else f", trials_per_process = {args.trials_per_process}"
     text = f"""## Memory: one nnstudy process, {args.n_trials} short trials{title}
 
 Command: `{command_line()}` ({info['date']}, load average {info['load average at start (1/5/15 min)']}, nnstudy {info['nnstudy commit']}).
@@ -190,7 +185,7 @@ Wall time {wall:.0f} s, {len(samples)} samples.
     print(text)
     if not args.no_write:
         section = "memory" + (f"-tpp{args.trials_per_process}" if args.trials_per_process is not None else "")
-        write_section(section + ("-patched" if args.patches else ""), text)
+        write_section(section, text)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Import the short names from here; the modules behind them may move::
 
-    from nnstudy import load_spec, run_study
+    from nnstudy import load_spec, open_study, run_study, trials_frame
     outcome = run_study(load_spec("studies/pass_fail.toml"))
+    trials_frame(open_study("pass_fail"))
 """
 
 from __future__ import annotations
@@ -24,19 +25,27 @@ from nnstudy.spec import StudySpec, load_spec, parse_spec
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from nnstudy.runner import StudyOutcome, run_study
+    from nnstudy.api import best, open_study, predict, reproduce, run_study, trials_frame
+    from nnstudy.runner import StudyOutcome
+
+_API = ("run_study", "open_study", "trials_frame", "best", "reproduce", "predict")
 
 
 def __getattr__(name: str) -> Any:
     # heavy modules (TensorFlow, MLflow, Optuna) load only when used, so `nnstudy --help` is instant
-    if name in ("run_study", "StudyOutcome"):
+    if name in _API:
+        from nnstudy import api
+
+        return getattr(api, name)
+    if name == "StudyOutcome":
         from nnstudy import runner
 
-        return getattr(runner, name)
+        return runner.StudyOutcome
     raise AttributeError(f"module 'nnstudy' has no attribute {name!r}")
 
 
 __all__ = [
     "DataError", "NnstudyError", "SpecError", "StoreError", "StudyInterrupted", "StudySpec", "TrialFailed",
-    "UserInputError", "load_spec", "parse_spec", "run_study", "StudyOutcome",
+    "UserInputError", "load_spec", "parse_spec", "StudyOutcome", "run_study", "open_study", "trials_frame", "best",
+    "reproduce", "predict",
 ]

@@ -7,7 +7,6 @@ Exit codes: 0 success, 2 bad input (spec, data, arguments, store), 1 anything el
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -18,33 +17,12 @@ import click
 from nnstudy.errors import NnstudyError
 
 
-def _quiet_frameworks() -> None:
-    """Silence start-up noise of TensorFlow and Optuna; must run before TensorFlow is imported.
+class _Failure(click.ClickException):
+    """A library error as a one-line message with its exit code."""
 
-    TensorFlow's C++ core prints its oneDNN notice before its log level is read, so stderr is
-    pointed at /dev/null while it is imported (an import error still raises normally).
-    """
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # a tracking server that stops answering costs seconds, not minutes of retries: records are kept for `sync`
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    warnings.filterwarnings("ignore", message=".*experimental.*")
-    if os.environ["KERAS_BACKEND"] == "tensorflow" and "tensorflow" not in sys.modules:
-        saved = os.dup(2)
-        try:
-            with open(os.devnull, "w") as devnull:
-                os.dup2(devnull.fileno(), 2)
-                try:
-                    import tensorflow  # noqa: F401
-                finally:
-                    os.dup2(saved, 2)
-        finally:
-            os.close(saved)
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
 
 
 class _Group(click.Group):
@@ -54,9 +32,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except NnstudyError as err:
-            exc = click.ClickException(str(err))
-            exc.exit_code = err.exit_code
-            raise exc from None
+            raise _Failure(str(err), err.exit_code) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,6 +79,7 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
     Several `nnstudy run` processes, on one machine or many, may share a study through the same
     --storage and --tracking-uri: the study and its parent run are created once.
     """
+    from nnstudy import runtime
     from nnstudy.spec import load_spec
 
     overrides = _study_overrides(n_trials=n_trials, timeout=timeout, study_name=study_name, seed=seed,
@@ -110,12 +87,11 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
     if backend:
         overrides["train"] = {"backend": backend}
     study_spec = load_spec(spec, overrides=overrides)
-    os.environ["KERAS_BACKEND"] = study_spec.train.backend
-    _quiet_frameworks()
-    from rich.console import Console
-
+    runtime.configure(study_spec.train.backend, import_keras=True)
+    from nnstudy.api import run_study
+    from nnstudy.enqueue import load_enqueue_file
+    from nnstudy.contract import TrialRecord
     from nnstudy.progress import leaderboard
-    from nnstudy.runner import load_enqueue_file, run_study
 
     extra = load_enqueue_file(enqueue_file, study_spec) if enqueue_file else []
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -123,13 +99,19 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
                         show_progress=not no_progress, workers=workers,
                         gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
                         trials_per_gpu=trials_per_gpu)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = _console(160)
     console.print(leaderboard(outcome.study))
-    best = outcome.best_trial
-    if best is not None:
-        console.print(f"best: trial {best.number}, {study_spec.study.metric} = {best.value:.4f} "
-                      f"at epoch {best.user_attrs.get('best_epoch')}")
+    if outcome.best_trial is not None:
+        best_trial = TrialRecord.from_trial(outcome.best_trial)
+        console.print(f"best: trial {best_trial.number}, {study_spec.study.metric} = {best_trial.value:.4f} "
+                      f"at epoch {best_trial.best_epoch}")
     console.print(f"MLflow UI: {outcome.store.ui_command()}")
+
+
+def _console(width: int) -> Any:
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else width)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -140,13 +122,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=Path))
 def validate(spec: Path) -> None:
     """Check SPEC and its data without running anything or writing any file."""
-    from nnstudy.data import prepare
+    from nnstudy import api, runtime
     from nnstudy.spec import load_spec
 
     study_spec = load_spec(spec)
-    data = prepare(study_spec)
-    summary = {"study": study_spec.name, "direction": study_spec.direction, "metric": study_spec.study.metric,
-               "searched": study_spec.space.searched, "data": data.summary()}
+    runtime.configure(study_spec.train.backend)
+    summary = api.validate(study_spec)
     click.echo(f"{spec}: ok")
     click.echo(json.dumps(summary, indent=2))
 
@@ -159,43 +140,36 @@ def _store_options(func: Any) -> Any:
     return click.option("--study-name", help="The study. Defaults to the only study in the storage.")(func)
 
 
-def _records(study_name: str | None, storage: str | None, tracking_uri: str | None) -> Any:
-    _quiet_frameworks()
-    from nnstudy.records import load_records
+def _records(study_name: str | None, storage: str | None, tracking_uri: str | None, *,
+             import_keras: bool = False) -> Any:
+    from nnstudy import api, runtime
 
-    return load_records(study_name, storage=storage, tracking_uri=tracking_uri)
+    runtime.configure(import_keras=import_keras)
+    return api.open_study(study_name, storage=storage, tracking_uri=tracking_uri)
 
 
 @cli.command()
 @_store_options
 def best(study_name: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Show the best trial: value, parameters, best epoch, run id and how to reproduce it."""
-    records = _records(study_name, storage, tracking_uri)
-    from nnstudy.objective import run_id_of
-    from nnstudy.reproduce import format_command
+    from nnstudy import api
 
-    trial = records.trial()
-    info = {"study": records.study.study_name, "trial": trial.number, "value": trial.value,
-            "params": trial.params, "best_epoch": trial.user_attrs.get("best_epoch"),
-            "stopped_epoch": trial.user_attrs.get("stopped_epoch"), "seed": trial.user_attrs.get("seed"),
-            "mlflow_run_id": run_id_of(trial, records.study.user_attrs)}
+    info = api.best(_records(study_name, storage, tracking_uri))
+    command = info.pop("reproduce")
     click.echo(json.dumps(info, indent=2))
-    click.echo(f"reproduce: {format_command(records, trial.number)}")
+    click.echo(f"reproduce: {command}")
 
 
 @cli.command()
 @_store_options
 def sync(study_name: str | None, storage: str | None, tracking_uri: str | None) -> None:
     """Write MLflow records kept while the tracking server was unreachable (safe to repeat)."""
-    records = _records(study_name, storage, tracking_uri)
-    from nnstudy.runner import sync_records
-    from nnstudy.tracking import check_reachable
+    from nnstudy import api
 
-    check_reachable(records.store.tracking_uri)
-    metric = records.spec().study.metric if records.parent_run_id else "val_loss"
-    written = sync_records(records.study, records.tracker, metric=metric)
-    click.echo(f"study {records.study.study_name!r}: wrote {len(written)} trial record(s) to "
-               f"{records.store.tracking_uri}" + (f" (trials {', '.join(map(str, written))})" if written else ""))
+    records = _records(study_name, storage, tracking_uri)
+    written = api.sync(records)
+    click.echo(f"study {records.name!r}: wrote {len(written)} trial record(s) to {records.store.tracking_uri}"
+               + (f" (trials {', '.join(map(str, written))})" if written else ""))
 
 
 @cli.command()
@@ -208,35 +182,18 @@ def sync(study_name: str | None, storage: str | None, tracking_uri: str | None) 
 def trials(study_name: str | None, storage: str | None, tracking_uri: str | None, fmt: str, sort_by: str,
            top: int | None, no_diagnosis: bool) -> None:
     """One row per trial: state, value, parameters, best and stopped epoch, duration, diagnosis, run id."""
-    from nnstudy.errors import UserInputError
-    from nnstudy.report import trials_frame
+    from nnstudy import api
 
     records = _records(study_name, storage, tracking_uri)
-    frame = trials_frame(records.study, None if no_diagnosis else records.client)
-    if sort_by not in frame.columns:
-        raise UserInputError(f"--sort {sort_by!r}: no such column; allowed: {', '.join(frame.columns)}")
-    ascending = not (sort_by == "value" and records.study.direction.name == "MAXIMIZE")
-    frame = frame.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
-    if top is not None:
-        frame = frame.head(top)
+    frame = api.trials_frame(records, diagnosis=not no_diagnosis, sort=sort_by, top=top)
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     elif fmt == "json":
         click.echo(frame.to_json(orient="records", indent=2))
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from nnstudy.progress import frame_table
 
-        table = Table(title=f"study {records.study.study_name!r}: {len(frame)} trial(s)")
-        for col in frame.columns:
-            table.add_column(str(col), overflow="fold")
-        for row in frame.itertuples(index=False):
-            table.add_row(*("" if _missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
-        Console(width=None if sys.stdout.isatty() else 200).print(table)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+        _console(200).print(frame_table(frame, title=f"study {records.name!r}: {len(frame)} trial(s)"))
 
 
 @cli.command()
@@ -246,12 +203,9 @@ def _missing(value: Any) -> bool:
 @click.option("--top", type=int, default=5, show_default=True, help="Trials whose learning curves are drawn.")
 def report(study_name: str | None, storage: str | None, tracking_uri: str | None, out_dir: Path, top: int) -> None:
     """Write the study's plots (HTML and PNG), trials.csv and best_params.json to a folder."""
-    records = _records(study_name, storage, tracking_uri)
-    from nnstudy.report import write_report
+    from nnstudy import api
 
-    metric = records.spec().study.metric if records.parent_run_id else "val_loss"
-    written = write_report(records.study, out_dir, client=records.client, metric=metric, top=top)
-    for path in written:
+    for path in api.report(_records(study_name, storage, tracking_uri), out_dir, top=top):
         click.echo(str(path))
 
 
@@ -266,47 +220,39 @@ def reproduce(study_name: str | None, storage: str | None, tracking_uri: str | N
     """Re-train a trial with the same parameters, seed, split and epochs, and compare the curves."""
     if trial_number is not None and run_id is not None:
         raise click.UsageError("give --trial or --run-id, not both")
-    records = _records(study_name, storage, tracking_uri)
-    from nnstudy.reproduce import reproduce as run_reproduction
+    from nnstudy import api
 
-    rep = run_reproduction(records, trial_number=trial_number, run_id=run_id)
+    rep = api.reproduce(_records(study_name, storage, tracking_uri, import_keras=True),
+                        trial=trial_number, run_id=run_id)
     click.echo(f"trial {rep.trial_number}: original run {rep.original_run_id}, reproduction run {rep.run_id}")
     for key, (then, now) in sorted(rep.environment_diffs.items()):
         click.echo(f"differs: {key}: {then} -> {now}")
     click.echo(f"{'epoch':>5}  {'original':>12}  {'reproduced':>12}  {'abs diff':>10}")
     for epoch, a, b, d in rep.rows():
-        fmt = lambda v: f"{v:.6f}" if v is not None else "-"  # noqa: E731
-        click.echo(f"{epoch:>5}  {fmt(a):>12}  {fmt(b):>12}  {(f'{d:.3g}' if d is not None else '-'):>10}")
+        click.echo(f"{epoch:>5}  {_num(a, '.6f'):>12}  {_num(b, '.6f'):>12}  {_num(d, '.3g'):>10}")
     click.echo(f"max abs difference of {rep.metric}: {rep.max_abs_diff}")
     if not rep.within(tolerance):
         raise click.ClickException(f"not reproduced: max abs difference {rep.max_abs_diff} > tolerance {tolerance}")
     click.echo("reproduced within tolerance")
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 @cli.command()
 @_store_options
 @click.option("--input", "input_file", required=True, type=click.Path(path_type=Path),
-              help="CSV or Parquet file with the original feature columns.")
+              help="CSV or Parquet file with the original feature columns, or a .npz with the array x.")
 @click.option("--trial", "trial_number", type=int, help="Use this trial's model. Defaults to the best trial.")
 @click.option("--output", type=click.Path(path_type=Path), help="Write predictions to this CSV (default: stdout).")
 def predict(study_name: str | None, storage: str | None, tracking_uri: str | None, input_file: Path,
             trial_number: int | None, output: Path | None) -> None:
     """Predict with a trial's saved model on raw rows, giving the original class labels."""
-    import tempfile
+    from nnstudy import api
 
-    records = _records(study_name, storage, tracking_uri)
-    from nnstudy.data import read_table
-    from nnstudy.errors import StudyNotFoundError
-    from nnstudy.export import download_bundle
-    from nnstudy.objective import run_id_of
-
-    trial = records.trial(trial_number)
-    if not trial.user_attrs.get("model_logged"):
-        raise StudyNotFoundError(f"trial {trial.number} has no saved model (see [study].keep_models)")
-    frame = read_table(input_file)
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = download_bundle(records.client, str(run_id_of(trial, records.study.user_attrs)), Path(tmp))
-        result = bundle.predict(frame, input_file)
+    result = api.predict(_records(study_name, storage, tracking_uri, import_keras=True), input_file,
+                         trial=trial_number)
     text = result.to_csv(index=False)
     if output is None:
         click.echo(text, nl=False)
@@ -322,8 +268,6 @@ def predict(study_name: str | None, storage: str | None, tracking_uri: str | Non
 @click.option("--port", type=int, default=5000, show_default=True)
 def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
     """Start the MLflow UI on this study's store and print its URL."""
-    import subprocess
-
     from nnstudy.store import resolve_store
 
     store = resolve_store(storage, tracking_uri)
@@ -332,16 +276,10 @@ def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, ho
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: binding the MLflow UI to {host} exposes every run without authentication", err=True)
-    url = f"http://{host}:{port}"
     if study_name:
         click.echo(f"study {study_name}: experiment of the same name")
-    click.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-               "--host", host, "--port", str(port)]
-    if store.artifact_root is not None:
-        command += ["--default-artifact-root", store.artifact_root.resolve().as_uri()]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers for a study
-    sys.exit(subprocess.call(command, env=env))
+    click.echo(f"MLflow UI: http://{host}:{port}  (Ctrl-C to stop)")
+    sys.exit(store.serve_ui(host, port))
 
 
 def main() -> None:

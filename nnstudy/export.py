@@ -11,14 +11,25 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import keras
 import numpy as np
 import pandas as pd
 
-from nnstudy.data import Preprocessing
+from nnstudy.contract import ATTR_MODEL_LOGGED
+from nnstudy.data import PreparedData
+from nnstudy.arrays import ArrayPreprocessing
+from nnstudy.preprocessing import Preprocessing
 from nnstudy.errors import DataError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nnstudy.objective import ResultHook, TrialLike
+    from nnstudy.spec import StudySpec
+    from nnstudy.tracking import Tracker
+    from nnstudy.training import TrainResult
 
 MODEL_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -26,7 +37,16 @@ INFO_FILE = "info.json"
 ARTIFACT_DIR = "model"  # where bundles live among a run's artifacts
 
 
-def save_bundle(model: keras.Model, preprocessing: Preprocessing, directory: Path, info: dict[str, Any]) -> Path:
+AnyPreprocessing = Union[Preprocessing, ArrayPreprocessing]
+
+
+def load_preprocessing(text: str) -> AnyPreprocessing:
+    """The preprocessing record of a bundle: a table's or an array's (``"kind": "arrays"``)."""
+    return ArrayPreprocessing.from_json(text) if json.loads(text).get("kind") == "arrays" else \
+        Preprocessing.from_json(text)
+
+
+def save_bundle(model: keras.Model, preprocessing: AnyPreprocessing, directory: Path, info: dict[str, Any]) -> Path:
     """Write ``model.keras``, ``preprocessing.json`` and ``info.json`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / MODEL_FILE)
@@ -40,25 +60,35 @@ class Bundle:
     """A loaded model with its preprocessing."""
 
     model: keras.Model
-    preprocessing: Preprocessing
+    preprocessing: AnyPreprocessing
     info: dict[str, Any]
 
     @classmethod
     def load(cls, directory: Path) -> Bundle:
         model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
-        pre = Preprocessing.from_json((directory / PREPROCESSING_FILE).read_text())
+        pre = load_preprocessing((directory / PREPROCESSING_FILE).read_text())
         info_path = directory / INFO_FILE
         info = json.loads(info_path.read_text()) if info_path.exists() else {}
         return cls(model=model, preprocessing=pre, info=info)
 
-    def predict(self, frame: pd.DataFrame, source: Any = "<input>") -> pd.DataFrame:
-        """Raw rows -> a frame with ``prediction`` (original labels) and, for classes, probabilities."""
-        if len(frame) == 0:
+    def predict(self, rows: pd.DataFrame | np.ndarray, source: Any = "<input>") -> pd.DataFrame:
+        """Raw rows (a table's columns, or an array of inputs) -> a frame with ``prediction`` (the
+        original labels or values) and, for classes, one probability column per class."""
+        if len(rows) == 0:
             raise DataError(source, "has no rows to predict")
-        x = self.preprocessing.transform(frame, source)
-        out = np.asarray(self.model.predict(x, verbose=0))
         pre = self.preprocessing
-        result = pd.DataFrame(index=frame.index)
+        if isinstance(pre, ArrayPreprocessing):
+            if not isinstance(rows, np.ndarray):
+                raise DataError(source, "is a table; allowed: a .npz file with the input array x (this model "
+                                "was trained on arrays)")
+            x = pre.transform(rows, source)
+        else:
+            if not isinstance(rows, pd.DataFrame):
+                raise DataError(source, "holds arrays; allowed: a .csv or .parquet file with the columns "
+                                f"{', '.join(pre.input_columns)}")
+            x = pre.transform(rows, source)
+        out = np.asarray(self.model.predict(x, verbose=0))
+        result = pd.DataFrame(index=rows.index if isinstance(rows, pd.DataFrame) else None)
         if pre.task == "binary":
             prob = out[:, 0]
             result["prediction"] = pre.decode((prob >= 0.5).astype(int))
@@ -72,7 +102,7 @@ class Bundle:
         return result
 
 
-def log_bundle(tracker: Any, run_id: str, model: keras.Model, preprocessing: Preprocessing,
+def log_bundle(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: AnyPreprocessing,
                info: dict[str, Any]) -> None:
     """Save a bundle into the run's artifacts under ``model/``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,3 +114,26 @@ def download_bundle(client: Any, run_id: str, destination: Path) -> Bundle:
     """Fetch a run's ``model/`` artifacts and load them (safe mode)."""
     local = client.download_artifacts(run_id, ARTIFACT_DIR, str(destination))
     return Bundle.load(Path(local))
+
+
+def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: PreparedData) -> ResultHook:
+    """A result hook that logs the trained model of every trial (``[study].keep_models = "all"``) or of
+    each new best (``"best"``, the default) as a bundle on the trial's run; ``"none"`` logs none."""
+
+    def keep(trial: TrialLike, run_id: str, result: TrainResult) -> None:
+        if spec.study.keep_models == "none":
+            return
+        value = result.value(spec.study.metric)
+        if spec.study.keep_models == "best":
+            try:
+                best: float | None = study.best_value
+            except ValueError:
+                best = None
+            if best is not None and not (value < best if spec.direction == "minimize" else value > best):
+                return
+        log_bundle(tracker, run_id, result.model, data.preprocessing, {
+            "study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
+            "metric": spec.study.metric, "value": value, "data_digest": data.digest})
+        trial.set_user_attr(ATTR_MODEL_LOGGED, True)
+
+    return keep

@@ -1,16 +1,29 @@
-"""The model builder: a Keras Sequential network from one configuration. Knows nothing of Optuna.
+"""The model builder: a compiled Keras Sequential network for one configuration, made one of
+three ways. Knows nothing of Optuna's studies or MLflow.
 
-``input -> depth x [Dense(units, activation) -> Dropout(dropout)] -> output``, with the
-output layer and loss following the task: sigmoid + binary cross-entropy, softmax +
-sparse categorical cross-entropy, or linear + mean squared error.
+* the built-in MLP (no ``[model]``): ``input -> depth x [Dense(units, activation) -> Dropout(dropout)]
+  -> output``;
+* ``[model].layers``: the user's layers (:mod:`nnstudy.layers`) between the input and the output;
+* ``[model].builder``: the user's Keras-Tuner-style ``build(hp)`` (:mod:`nnstudy.builder`), its
+  ``hp`` backed by the trial (:mod:`nnstudy.hyperparameters`).
+
+The output layer and loss follow the task: sigmoid + binary cross-entropy, softmax + sparse
+categorical cross-entropy, or linear + mean squared error.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import keras
+
+if TYPE_CHECKING:
+    import optuna
+
+    from nnstudy.layers import LayerTemplate
+    from nnstudy.spec import StudySpec
 
 OUTPUTS: dict[str, tuple[str, str, list[str]]] = {
     # task: (output activation, loss, metrics)
@@ -35,35 +48,132 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     return _OPTIMIZERS[name](learning_rate=learning_rate)
 
 
-def build_model(params: dict[str, Any], *, n_features: int, task: str, n_classes: int = 1,
-                target_mean: float | None = None) -> keras.Sequential:
-    """Build (not compile) the network for one configuration.
+def n_outputs(task: str, n_classes: int) -> int:
+    """Units of the output layer: the class count for multiclass, else 1."""
+    return n_classes if task == "multiclass" else 1
 
-    ``target_mean`` initialises the output bias (the mean for regression, the log-odds of
-    the positive class for binary), so training starts from the base rate instead of zero.
-    """
+
+def output_layer(task: str, n_classes: int, target_mean: float | None) -> keras.layers.Dense:
+    """The task's output layer. ``target_mean`` initialises its bias (the mean for regression, the
+    log-odds of the positive class for binary), so training starts from the base rate."""
     activation, _, _ = OUTPUTS[task]
-    layers: list[keras.layers.Layer] = [keras.Input(shape=(n_features,), name="features")]
-    for i in range(int(params["depth"])):
-        layers.append(keras.layers.Dense(int(params["units"]), activation=params["activation"], name=f"dense_{i + 1}"))
-        if params["dropout"] > 0:
-            layers.append(keras.layers.Dropout(float(params["dropout"]), name=f"dropout_{i + 1}"))
-    units = n_classes if task == "multiclass" else 1
     bias: Any = "zeros"
     if target_mean is not None and task == "regression":
         bias = keras.initializers.Constant(target_mean)
     elif target_mean is not None and task == "binary" and 0.0 < target_mean < 1.0:
         bias = keras.initializers.Constant(math.log(target_mean / (1.0 - target_mean)))
-    layers.append(keras.layers.Dense(units, activation=activation, bias_initializer=bias, name="output"))
+    return keras.layers.Dense(n_outputs(task, n_classes), activation=activation, bias_initializer=bias, name="output")
+
+
+def build_model(params: dict[str, Any], *, n_features: int | tuple[int, ...], task: str, n_classes: int = 1,
+                target_mean: float | None = None) -> keras.Sequential:
+    """Build (not compile) the built-in MLP for one configuration (inputs of more than one axis,
+    such as images, are flattened first)."""
+    shape = (n_features,) if isinstance(n_features, int) else tuple(n_features)
+    layers: list[keras.layers.Layer] = [keras.Input(shape=shape, name="features")]
+    if len(shape) > 1:
+        layers.append(keras.layers.Flatten(name="flatten"))
+    for i in range(int(params["depth"])):
+        layers.append(keras.layers.Dense(int(params["units"]), activation=params["activation"], name=f"dense_{i + 1}"))
+        if params["dropout"] > 0:
+            layers.append(keras.layers.Dropout(float(params["dropout"]), name=f"dropout_{i + 1}"))
+    layers.append(output_layer(task, n_classes, target_mean))
     return keras.Sequential(layers, name="nnstudy_mlp")
 
 
-def compile_model(model: keras.Model, params: dict[str, Any], *, task: str, steps_per_execution: int = 1) -> None:
-    """Compile with the optimizer and learning rate of ``params`` and the task's loss and metrics."""
-    _, loss, metrics = OUTPUTS[task]
+def compile_model(model: keras.Model, params: dict[str, Any], *, task: str, steps_per_execution: int = 1,
+                  optimizer: keras.optimizers.Optimizer | None = None, loss: Any = None) -> None:
+    """Compile with the optimizer and learning rate of ``params`` (or the given ``optimizer`` and
+    ``loss``, those of a builder's compiled model) and the task's loss and metrics."""
+    _, task_loss, metrics = OUTPUTS[task]
     model.compile(
-        optimizer=make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
-        loss=loss,
+        optimizer=optimizer or make_optimizer(str(params["optimizer"]), float(params["learning_rate"])),
+        loss=loss or task_loss,
         metrics=metrics,
         steps_per_execution=steps_per_execution,
     )
+
+
+@dataclass
+class ModelFactory:
+    """Makes the compiled model of each trial the spec's way (see the module docstring)."""
+
+    spec: StudySpec
+    input_shape: tuple[int, ...]
+    task: str
+    n_classes: int = 1
+    target_mean: float | None = None
+    _template: LayerTemplate | None = field(default=None, init=False)
+    _builder: Callable[..., Any] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        model = self.spec.model
+        if model.layers is not None:
+            self._template = self.spec.layer_template()
+        elif model.builder is not None:
+            from nnstudy.builder import load_builder
+
+            self._builder = load_builder(self.spec.builder_ref(), self.spec.path)
+
+    @property
+    def kind(self) -> str:
+        return "layers" if self._template else "builder" if self._builder else "mlp"
+
+    def build(self, params: dict[str, Any], trial: optuna.Trial | optuna.trial.FixedTrial, *, seed: int,
+              steps_per_execution: int = 1) -> keras.Model:
+        """Seed Keras, build and compile one trial's model (a builder asks ``trial`` for its parameters)."""
+        keras.backend.clear_session(free_memory=False)  # the study runs gc.collect() once after each trial
+        keras.utils.set_random_seed(seed)
+        compiled_with: tuple[Any, Any] = (None, None)
+        if self._template is not None:
+            body = self._template.build(params, self.input_shape, file=self.spec.path,
+                                        max_layers=self.spec.model.max_layers, max_params=self.spec.model.max_params)
+            model = keras.Sequential([keras.Input(shape=self.input_shape, name="features"), *body,
+                                      output_layer(self.task, self.n_classes, self.target_mean)], name="nnstudy_layers")
+            self._check_output(model)
+        elif self._builder is not None:
+            model = self._from_builder(trial)
+            from nnstudy.builder import is_compiled
+
+            if is_compiled(model):
+                compiled_with = (model.optimizer, model.loss)
+        else:
+            model = build_model(params, n_features=self.input_shape, task=self.task, n_classes=self.n_classes,
+                                target_mean=self.target_mean)
+        compile_model(model, params, task=self.task, steps_per_execution=steps_per_execution,
+                      optimizer=compiled_with[0], loss=compiled_with[1])
+        return model
+
+    def _from_builder(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> keras.Model:
+        from nnstudy.builder import ModelInfo, call_builder
+        from nnstudy.hyperparameters import HyperParameters
+
+        assert self._builder is not None
+        info = ModelInfo(self.input_shape, n_outputs(self.task, self.n_classes), self.task)
+        model = call_builder(self._builder, HyperParameters.from_trial(trial), info)
+        if not model.built:
+            model.build((None, *self.input_shape))
+        self._check_output(model)
+        return model
+
+    def _check_output(self, model: keras.Model) -> None:
+        from nnstudy.errors import SpecError
+
+        want = (None, n_outputs(self.task, self.n_classes))
+        got = tuple(model.output_shape)
+        if got != want:
+            where = "[model].builder" if self._builder else "[model].layers"
+            hint = (" (add a Flatten or a GlobalAveragePooling layer before the output)" if len(got) > 2 else "")
+            raise SpecError(self.spec.path, where, f"the model's output has shape {got}{hint}; allowed: {want} for "
+                            f"a {self.task} task ({OUTPUTS[self.task][0]} output)")
+
+
+def model_summary(model: keras.Model) -> str:
+    """Keras' text summary of a model (layers, output shapes, parameter counts)."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(str(line)))
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["OUTPUTS", "ModelFactory", "build_model", "compile_model", "make_optimizer", "model_summary",
+           "n_outputs", "output_layer"]

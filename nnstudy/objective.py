@@ -1,7 +1,11 @@
-"""The Optuna objective: one trial = sample a configuration, train it, record it in MLflow.
+"""The trial pipeline: one trial = sample a configuration, train it, record it.
 
-The data and the input pipeline are made once per process and closed over; a trial never
-reloads them. The trial's value is the study metric at its best epoch.
+:class:`Objective` is the one code path every training goes through: a study's trials
+(an ``optuna.Trial``, recorded as child runs of the study) and reproductions (an
+``optuna.trial.FixedTrial`` with the original parameters, recorded as a reproduction run), so
+both runs carry the same params, tags and summary. The data and the input pipeline are made
+once per process and closed over; a trial never reloads them. The value is the study metric
+at the best epoch.
 """
 
 from __future__ import annotations
@@ -10,39 +14,65 @@ import math
 import os
 import platform
 import sys
+import tempfile
+import time
 import warnings
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import optuna
 
+from nnstudy.contract import (
+    ATTR_BEST_EPOCH,
+    ATTR_DIAGNOSIS,
+    ATTR_DIAGNOSIS_DETAIL,
+    ATTR_DIAGNOSIS_EPOCH,
+    ATTR_DIVERGED_AT,
+    ATTR_DURATION,
+    ATTR_EARLY_STOPPED,
+    ATTR_FAIL_REASON,
+    ATTR_HOST,
+    ATTR_N_PARAMS,
+    ATTR_PENDING,
+    ATTR_PID,
+    ATTR_PRUNED_AT,
+    ATTR_RETRY_OF,
+    ATTR_RUN_ID,
+    ATTR_SEED,
+    ATTR_STOPPED_EPOCH,
+    TAG_DATA_DIGEST,
+    TAG_DEVICE,
+    TAG_DIAGNOSIS,
+    TAG_DIAGNOSIS_DETAIL,
+    TAG_EARLY_STOPPED,
+    TAG_ERROR,
+    TAG_FAIL_REASON,
+    TAG_LARGER_THAN,
+    TAG_MODEL_ERROR,
+    TAG_PRUNED,
+    TAG_RETRIED_BY,
+    TAG_RETRY_OF_RUN,
+    TAG_RETRY_OF_TRIAL,
+    trial_seed,
+)
 from nnstudy.data import PreparedData
 from nnstudy.diagnosis import Diagnosis, diagnose
-from nnstudy.errors import TrialFailed
+from nnstudy.errors import TrialFailed, UserInputError
+from nnstudy.model import ModelFactory, model_summary
+from nnstudy.recorder import RunRecorder, RunTarget
 from nnstudy.spec import StudySpec
-from nnstudy.tracking import TAG_FAIL_REASON, RunRecorder, RunStatus, Tracker
-from nnstudy.training import InputPipeline, TrainResult, configure_determinism, device_name, train
+from nnstudy.tracking import RunStatus
+from nnstudy.training import InputPipeline, TrainResult, device_name, train
 
+TrialLike = Union[optuna.Trial, optuna.trial.FixedTrial]
 #: called as progress(trial_number, epoch, logs) after every epoch
 EpochProgress = Callable[[int, int, dict[str, float]], None]
-#: called with the finished training result (e.g. to keep the best model)
-ResultHook = Callable[[optuna.Trial, str, TrainResult], None]
+#: called with the finished training result (e.g. to keep the best model): hook(trial, run_id, result)
+ResultHook = Callable[[TrialLike, str, TrainResult], None]
 
-# user attributes written on every Optuna trial
-ATTR_RUN_ID = "mlflow_run_id"
-ATTR_FAIL_REASON = "fail_reason"
-ATTR_PENDING = "mlflow_pending"  # the MLflow record of a trial that ran while the tracking server was down
-
-
-def run_id_of(trial: optuna.trial.FrozenTrial, study_attrs: dict[str, Any]) -> str | None:
-    """The MLflow run of a trial: set when the trial started, or by ``nnstudy sync`` afterwards."""
-    run_id = trial.user_attrs.get(ATTR_RUN_ID) or study_attrs.get(f"{ATTR_RUN_ID}.{trial.number}")
-    return str(run_id) if run_id else None
-
-
-def trial_seed(study_seed: int, trial_number: int) -> int:
-    """The seed of one trial: fixed by the study seed and the trial number."""
-    return (study_seed * 1_000_003 + trial_number * 7919 + 1) % (2**31 - 1)
+#: parameters that make a model bigger; a configuration at least as big as one that ran out of memory is skipped
+SIZE_PARAMS = ("units", "depth", "batch_size")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -54,39 +84,37 @@ def is_out_of_memory(err: BaseException) -> bool:
     return name == "ResourceExhaustedError" or "resource_exhausted" in text or "out of memory" in text
 
 
-#: parameters that make a model bigger; a configuration at least as big as one that ran out of memory is skipped
-SIZE_PARAMS = ("units", "depth", "batch_size")
-
-
 def _ran_out_of_memory_before(trial: optuna.Trial, params: dict[str, Any]) -> int | None:
     """The number of an earlier trial that ran out of memory with a configuration no bigger than ``params``."""
+    sizes = [k for k in SIZE_PARAMS if isinstance(params.get(k), (int, float))]
     for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         if t.user_attrs.get(ATTR_FAIL_REASON) != "out-of-memory":
             continue
         earlier = {**params, **t.params}
-        if all(params[k] >= earlier[k] for k in SIZE_PARAMS):
+        if all(params[k] >= earlier[k] for k in sizes):
             return t.number
     return None
 
 
 @dataclass
 class Objective:
-    """Callable passed to ``study.optimize``."""
+    """The callable passed to ``study.optimize`` (and called with a ``FixedTrial`` to reproduce)."""
 
     spec: StudySpec
     data: PreparedData
-    tracker: Tracker
-    experiment_id: str
-    parent_run_id: str
+    runs: RunTarget
+    pipeline: InputPipeline | None = None
     progress: EpochProgress | None = None
     on_result: ResultHook | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
-    pipeline: InputPipeline | None = None
+    last_recorder: RunRecorder | None = field(default=None, init=False)
+    last_result: TrainResult | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        configure_determinism(self.spec.train.deterministic)
         if self.pipeline is None:
-            self.pipeline = InputPipeline(self.data)
+            self.pipeline = InputPipeline(self.data, self.spec.train)
+        self.models = ModelFactory(self.spec, self.data.input_shape, self.data.task, self.data.n_classes,
+                                   self.data.target_mean)
         self.device = device_name()
 
     def fixed_params(self) -> dict[str, Any]:
@@ -99,31 +127,35 @@ class Objective:
                 "validation_fraction": self.spec.data.validation_fraction,
                 "test_fraction": self.spec.data.test_fraction, "split_seed": self.spec.study.seed}
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def seed_of(self, trial: TrialLike) -> int:
+        """A re-run of a dead worker's trial (and a reproduction) repeats the original's seed."""
+        recorded = trial.user_attrs.get(ATTR_SEED)
+        if isinstance(trial, optuna.trial.FixedTrial) and recorded is not None:
+            return int(recorded)
+        return trial_seed(self.spec.study.seed, int(trial.user_attrs.get(ATTR_RETRY_OF, trial.number)))
+
+    def __call__(self, trial: TrialLike) -> float:
         spec, metric = self.spec, self.spec.study.metric
         params = spec.space.suggest(trial)
-        retry_tags = self._retry_links(trial)
-        # a re-run of a dead worker's trial repeats its seed as well as its parameters
-        seed = trial_seed(spec.study.seed, int(trial.user_attrs.get("retry_of", trial.number)))
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("host", platform.node())
-        rec = RunRecorder(
-            self.tracker, self.experiment_id, self.parent_run_id, spec.name, trial.number,
-            params={**params, **self.fixed_params(), "seed": seed},
-            tags={**self.run_tags, "nnstudy.device": self.device, "nnstudy.data_digest": self.data.digest,
-                  **retry_tags},
-        )
+        retry_tags = self._retry_links(trial) if isinstance(trial, optuna.Trial) else {}
+        seed = self.seed_of(trial)
+        trial.set_user_attr(ATTR_SEED, seed)
+        trial.set_user_attr(ATTR_PID, os.getpid())
+        trial.set_user_attr(ATTR_HOST, platform.node())
+        rec = self.runs.start(trial.number, params={**params, **self.fixed_params(), "seed": seed},
+                              tags={**self.run_tags, TAG_DEVICE: self.device, TAG_DATA_DIGEST: self.data.digest,
+                                    **retry_tags})
+        self.last_recorder, self.last_result = rec, None
         if rec.run_id is not None:
             trial.set_user_attr(ATTR_RUN_ID, rec.run_id)
-            if "nnstudy.retry_of_run" in retry_tags:
-                self.tracker.client.set_tag(retry_tags["nnstudy.retry_of_run"], "nnstudy.retried_by", rec.run_id)
-        too_big = _ran_out_of_memory_before(trial, params)
+            if TAG_RETRY_OF_RUN in retry_tags:
+                self.runs.tracker.client.set_tag(retry_tags[TAG_RETRY_OF_RUN], TAG_RETRIED_BY, rec.run_id)
+        too_big = _ran_out_of_memory_before(trial, params) if isinstance(trial, optuna.Trial) else None
         if too_big is not None:
             # tell the sampler without training: a pruned trial with no epochs ranks below every other
             trial.set_user_attr(ATTR_FAIL_REASON, "out-of-memory-predicted")
             self._finish(trial, rec, "KILLED", {}, {TAG_FAIL_REASON: "out-of-memory-predicted",
-                                                   "nnstudy.larger_than_trial": str(too_big)})
+                                                   TAG_LARGER_THAN: str(too_big)})
             raise optuna.TrialPruned(f"at least as large as trial {too_big}, which ran out of memory")
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
@@ -136,21 +168,50 @@ class Objective:
             trial.report(value, epoch)
             return trial.should_prune()
 
+        assert self.pipeline is not None
         try:
-            result = train(self.data, params, spec.train, metric=metric, direction=spec.direction, seed=seed,
-                           pipeline=self.pipeline, on_epoch=on_epoch)
+            start = time.perf_counter()
+            model = self.models.build(params, trial, seed=seed,
+                                      steps_per_execution=self.pipeline.steps_per_execution(int(params["batch_size"])))
+            built_s = time.perf_counter() - start
+            asked = {k: v for k, v in trial.params.items() if k not in params}  # a builder's own parameters
+            if asked:
+                params = {**params, **asked}
+                rec.log_params(asked)
+            self._log_model(trial, rec, model)
+            result = train(self.data, params, spec.train, model=model, metric=metric, direction=spec.direction,
+                           seed=seed, pipeline=self.pipeline, on_epoch=on_epoch)
+            result.duration_s += built_s
+        except UserInputError as err:  # this configuration cannot be built (a shape that does not fit, ...)
+            trial.set_user_attr(ATTR_FAIL_REASON, "model-error")
+            self._finish(trial, rec, "FAILED", {}, {TAG_FAIL_REASON: "model-error", TAG_ERROR: str(err)[:4000]})
+            raise TrialFailed("model-error", str(err)) from None
         except BaseException as err:
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             reason = "interrupted" if interrupted else ("out-of-memory" if is_out_of_memory(err) else "error")
             trial.set_user_attr(ATTR_FAIL_REASON, reason)
             self._finish(trial, rec, "KILLED" if interrupted else "FAILED", {},
-                         {TAG_FAIL_REASON: reason, "nnstudy.error": f"{type(err).__name__}: {err}"[:4000]})
+                         {TAG_FAIL_REASON: reason, TAG_ERROR: f"{type(err).__name__}: {err}"[:4000]})
             if reason == "out-of-memory":
                 raise TrialFailed(reason, f"{type(err).__name__}: {err}"[:500]) from err
             raise
+        self.last_result = result
         return self._record(trial, rec, params, result)
 
-    def _finish(self, trial: optuna.Trial, rec: RunRecorder, status: RunStatus, metrics: dict[str, float],
+    def _log_model(self, trial: TrialLike, rec: RunRecorder, model: Any) -> None:
+        """The model's size (metric and attribute ``n_params``) and its summary (``model/summary.txt``)."""
+        n_params = int(model.count_params())
+        trial.set_user_attr(ATTR_N_PARAMS, n_params)
+        rec.summary_metrics["n_params"] = float(n_params)
+
+        def write(tracker: Any, run_id: str) -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, "summary.txt").write_text(model_summary(model), encoding="utf-8")
+                tracker.log_artifacts(run_id, Path(tmp), "model")
+
+        rec.log_artifacts(write)
+
+    def _finish(self, trial: TrialLike, rec: RunRecorder, status: RunStatus, metrics: dict[str, float],
                 tags: dict[str, str]) -> None:
         """End the MLflow run; when the server is unreachable, keep the whole record in the Optuna trial."""
         pending = rec.finish(status, metrics, tags)
@@ -167,45 +228,48 @@ class Objective:
             original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         if original is None:
             return {}
-        trial.set_user_attr("retry_of", original)
-        tags = {"nnstudy.retry_of_trial": str(original)}
+        trial.set_user_attr(ATTR_RETRY_OF, original)
+        tags = {TAG_RETRY_OF_TRIAL: str(original)}
         for t in trial.study.get_trials(deepcopy=False):
             if t.number == original and t.user_attrs.get(ATTR_RUN_ID):
-                tags["nnstudy.retry_of_run"] = str(t.user_attrs[ATTR_RUN_ID])
+                tags[TAG_RETRY_OF_RUN] = str(t.user_attrs[ATTR_RUN_ID])
         return tags
 
-    def _record(self, trial: optuna.Trial, rec: RunRecorder, params: dict[str, Any], result: TrainResult) -> float:
+    def _diagnosis(self, result: TrainResult) -> Diagnosis:
+        if result.diverged_at is not None:
+            return Diagnosis("diverged", result.diverged_at, f"loss became NaN/infinite or exploded at epoch "
+                             f"{result.diverged_at}: the learning rate is too high")
+        return diagnose(result.history.get("loss", []), result.history.get("val_loss", []),
+                        best_epoch=result.best_epoch or None)
+
+    def _record(self, trial: TrialLike, rec: RunRecorder, params: dict[str, Any], result: TrainResult) -> float:
         metric = self.spec.study.metric
         value = result.value(metric)
         summary = {"best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
                    "duration_s": result.duration_s, "mlflow_logging_s": rec.logging_s,
                    f"best_{metric}": value, **result.test_metrics}
-        for key in ("best_epoch", "stopped_epoch"):
-            trial.set_user_attr(key, summary[key])
-        trial.set_user_attr("early_stopped", result.early_stopped)
-        trial.set_user_attr("duration_s", round(result.duration_s, 3))
-        found = diagnose(result.history.get("loss", []), result.history.get("val_loss", []),
-                         best_epoch=result.best_epoch or None)
-        if result.diverged_at is not None:
-            found = Diagnosis("diverged", result.diverged_at, f"loss became NaN/infinite or exploded at epoch "
-                              f"{result.diverged_at}: the learning rate is too high")
-        trial.set_user_attr("diagnosis", found.label)
-        trial.set_user_attr("diagnosis_epoch", found.epoch)
-        trial.set_user_attr("diagnosis_detail", found.detail)
-        tags = {"nnstudy.early_stopped": str(result.early_stopped).lower(), "nnstudy.diagnosis": found.label,
-                "nnstudy.diagnosis_detail": found.detail}
+        trial.set_user_attr(ATTR_BEST_EPOCH, result.best_epoch)
+        trial.set_user_attr(ATTR_STOPPED_EPOCH, result.stopped_epoch)
+        trial.set_user_attr(ATTR_EARLY_STOPPED, result.early_stopped)
+        trial.set_user_attr(ATTR_DURATION, round(result.duration_s, 3))
+        found = self._diagnosis(result)
+        trial.set_user_attr(ATTR_DIAGNOSIS, found.label)
+        trial.set_user_attr(ATTR_DIAGNOSIS_EPOCH, found.epoch)
+        trial.set_user_attr(ATTR_DIAGNOSIS_DETAIL, found.detail)
+        tags = {TAG_EARLY_STOPPED: str(result.early_stopped).lower(), TAG_DIAGNOSIS: found.label,
+                TAG_DIAGNOSIS_DETAIL: found.detail}
         if result.diverged_at is not None:
             detail = (f"loss became NaN/infinite or exploded at epoch {result.diverged_at} "
                       f"(learning_rate={params['learning_rate']:g}, optimizer={params['optimizer']})")
             trial.set_user_attr(ATTR_FAIL_REASON, "diverged")
-            trial.set_user_attr("diverged_at", result.diverged_at)
+            trial.set_user_attr(ATTR_DIVERGED_AT, result.diverged_at)
             self._finish(trial, rec, "FAILED", {**summary, "diverged_at": result.diverged_at},
                          {**tags, TAG_FAIL_REASON: "diverged"})
             raise TrialFailed("diverged", detail)
         if result.stopped_by_hook is not None:
-            trial.set_user_attr("pruned_at", result.stopped_by_hook)
+            trial.set_user_attr(ATTR_PRUNED_AT, result.stopped_by_hook)
             self._finish(trial, rec, "KILLED", {**summary, "pruned_at_epoch": result.stopped_by_hook},
-                         {**tags, "nnstudy.pruned": "true"})
+                         {**tags, TAG_PRUNED: "true"})
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_by_hook}")
         if not math.isfinite(value):
             trial.set_user_attr(ATTR_FAIL_REASON, "no-metric")
@@ -215,6 +279,9 @@ class Objective:
             try:
                 self.on_result(trial, rec.run_id, result)
             except Exception as err:  # the model could not be stored: the trial's result still counts
-                rec._offline(err)
+                reason = f"{type(err).__name__}: {err}"[:500]
+                tags[TAG_MODEL_ERROR] = reason
+                print(f"warning: the model of trial {trial.number} could not be logged ({reason}); "
+                      "its result still counts", file=sys.stderr)
         self._finish(trial, rec, "FINISHED", summary, tags)
         return value

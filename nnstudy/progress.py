@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from nnstudy.contract import TrialRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class StudyProgress:
@@ -76,9 +81,10 @@ def leaderboard(study: optuna.Study, *, top: int = 5) -> Table:
         table.add_column(_SHORT.get(col, col), justify="right" if col not in ("optimizer", "activation") else "left")
     table.add_column("mlflow run", no_wrap=True)
     for rank, t in enumerate(done[:top], start=1):
+        rec = TrialRecord.from_trial(t, study.user_attrs)
         params = [_fmt(t.params.get(k, "")) for k in names]
-        table.add_row(str(rank), str(t.number), f"{t.value:.4f}", str(t.user_attrs.get("best_epoch", "")),
-                      str(t.user_attrs.get("stopped_epoch", "")), *params, str(t.user_attrs.get("mlflow_run_id", "")))
+        table.add_row(str(rank), str(t.number), f"{t.value:.4f}", _fmt(rec.best_epoch), _fmt(rec.stopped_epoch),
+                      *params, _fmt(rec.run_id))
     return table
 
 
@@ -86,4 +92,20 @@ _SHORT = {"learning_rate": "lr", "batch_size": "batch", "activation": "act", "op
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def frame_table(frame: pd.DataFrame, *, title: str) -> Table:
+    """A data frame as a rich table (missing values blank, floats to 4 significant digits)."""
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*("" if _missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
+    return table
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

@@ -1,17 +1,21 @@
-"""Finding an existing study and its MLflow records (for trials, best, reproduce, report, predict)."""
+"""Opening an existing study and its MLflow records, for the commands that read a study
+(trials, best, report, predict, reproduce, sync). Imports neither Keras nor TensorFlow."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 
+from nnstudy.contract import STUDY_PARENT_RUN, TrialRecord, run_id_of
 from nnstudy.errors import StudyNotFoundError
-from nnstudy.objective import run_id_of
-from nnstudy.runner import ATTR_PARENT_RUN, make_storage
 from nnstudy.spec import StudySpec, parse_spec
-from nnstudy.store import Store, resolve_store
+from nnstudy.storage import make_storage, study_names
+from nnstudy.store import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, Store, resolve_store
 from nnstudy.tracking import Tracker
 
 
@@ -28,38 +32,55 @@ class StudyRecords:
     def client(self) -> Any:
         return self.tracker.client
 
+    @property
+    def name(self) -> str:
+        return str(self.study.study_name)
+
     def spec(self) -> StudySpec:
         """The spec the study was run with, as logged on its parent run."""
-        import json
-        import tempfile
-        from pathlib import Path
-
         if not self.parent_run_id:
-            raise StudyNotFoundError(f"study {self.study.study_name!r} has no MLflow parent run in "
-                                     f"{self.store.tracking_uri}")
+            raise StudyNotFoundError(f"study {self.name!r} has no MLflow parent run in {self.store.tracking_uri}")
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(self.parent_run_id, "study/spec.json", tmp)
             raw = json.loads(Path(path).read_text())
         return parse_spec(raw)
+
+    def metric(self) -> str:
+        """The study metric (``val_loss`` when the parent run is missing)."""
+        return self.spec().study.metric if self.parent_run_id else "val_loss"
+
+    def run_id(self, trial: optuna.trial.FrozenTrial) -> str | None:
+        return run_id_of(trial, self.study.user_attrs)
+
+    def record(self, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+        return TrialRecord.from_trial(trial, self.study.user_attrs)
 
     def trial(self, number: int | None = None, run_id: str | None = None) -> optuna.trial.FrozenTrial:
         """A trial by number or MLflow run id; the best trial when neither is given."""
         trials = self.study.get_trials(deepcopy=False)
         if run_id is not None:
             for t in trials:
-                if run_id_of(t, self.study.user_attrs) == run_id:
+                if self.run_id(t) == run_id:
                     return t
-            raise StudyNotFoundError(f"no trial of study {self.study.study_name!r} has MLflow run {run_id!r}")
+            raise StudyNotFoundError(f"no trial of study {self.name!r} has MLflow run {run_id!r}")
         if number is not None:
             for t in trials:
                 if t.number == number:
                     return t
-            raise StudyNotFoundError(f"study {self.study.study_name!r} has no trial {number}; "
-                                     f"allowed: 0..{len(trials) - 1}")
+            raise StudyNotFoundError(f"study {self.name!r} has no trial {number}; allowed: 0..{len(trials) - 1}")
         try:
             return self.study.best_trial
         except ValueError:
-            raise StudyNotFoundError(f"study {self.study.study_name!r} has no complete trial yet") from None
+            raise StudyNotFoundError(f"study {self.name!r} has no complete trial yet") from None
+
+    def reproduce_command(self, trial_number: int) -> str:
+        """The shell command that reproduces ``trial_number`` of this study."""
+        parts = ["nnstudy", "reproduce", "--study-name", self.name, "--trial", str(trial_number)]
+        if self.store.storage != DEFAULT_STORAGE:
+            parts += ["--storage", self.store.storage]
+        if self.store.tracking_uri != DEFAULT_TRACKING_URI:
+            parts += ["--tracking-uri", self.store.tracking_uri]
+        return " ".join(parts)
 
 
 def load_records(study_name: str | None = None, *, storage: str | None = None,
@@ -70,9 +91,8 @@ def load_records(study_name: str | None = None, *, storage: str | None = None,
         if not path.exists():
             raise StudyNotFoundError(f"no study store at {path}; run `nnstudy run SPEC` first "
                                      "or pass --storage/--tracking-uri")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     rdb = make_storage(store.storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
+    names = study_names(rdb)
     if study_name is None:
         if len(names) != 1:
             raise StudyNotFoundError(f"{store.storage} holds {len(names)} studies; choose one with --study-name: "
@@ -83,5 +103,4 @@ def load_records(study_name: str | None = None, *, storage: str | None = None,
                                  f"allowed: {', '.join(names) or '(none)'}")
     study = optuna.load_study(study_name=study_name, storage=rdb)
     tracker = Tracker(store.tracking_uri, store.artifact_root)
-    return StudyRecords(study=study, store=store, tracker=tracker,
-                        parent_run_id=study.user_attrs.get(ATTR_PARENT_RUN))
+    return StudyRecords(study=study, store=store, tracker=tracker, parent_run_id=study.user_attrs.get(STUDY_PARENT_RUN))

@@ -16,15 +16,15 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
-from nnstudy.diagnosis import Diagnosis, diagnose
-from nnstudy.objective import run_id_of
+from nnstudy.diagnosis import Diagnosis, Label, diagnose
+from nnstudy.contract import TrialRecord
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -60,7 +60,7 @@ class _CurveReader:
     seen: dict[str, Curves | None] = field(default_factory=dict)
 
     def curves(self, trial: FrozenTrial) -> Curves | None:
-        run_id = run_id_of(trial, self.study_attrs)
+        run_id = TrialRecord.from_trial(trial, self.study_attrs).run_id
         if self.client is None or not run_id:
             return None
         if run_id not in self.seen:
@@ -73,23 +73,16 @@ class _CurveReader:
     def diagnosis(self, trial: FrozenTrial) -> Diagnosis | None:
         if trial.state not in DIAGNOSED_STATES:
             return None
-        if "diagnosis" in trial.user_attrs:  # recorded by the objective when the trial ended
-            attrs = trial.user_attrs
-            return Diagnosis(attrs["diagnosis"], attrs.get("diagnosis_epoch"), str(attrs.get("diagnosis_detail", "")))
-        if trial.user_attrs.get("fail_reason") == "diverged":  # its last, non-finite epochs were never logged
-            at = trial.user_attrs.get("diverged_at")
-            return Diagnosis("diverged", at, f"loss became NaN/infinite or exploded at epoch {at}: "
-                             "the learning rate is too high")
+        rec = TrialRecord.from_trial(trial, self.study_attrs)
+        if rec.diagnosis is not None:  # recorded by the objective when the trial ended
+            return Diagnosis(cast(Label, rec.diagnosis), rec.diagnosis_epoch, rec.diagnosis_detail)
+        if rec.fail_reason == "diverged":  # its last, non-finite epochs were never logged
+            return Diagnosis("diverged", rec.diverged_at, f"loss became NaN/infinite or exploded at epoch "
+                             f"{rec.diverged_at}: the learning rate is too high")
         curves = self.curves(trial)
         if curves is None or not curves[0]:
             return None
-        return diagnose(*curves, best_epoch=trial.user_attrs.get("best_epoch"))
-
-
-def _duration(trial: FrozenTrial) -> float | None:
-    if "duration_s" in trial.user_attrs:
-        return float(trial.user_attrs["duration_s"])
-    return round(trial.duration.total_seconds(), 3) if trial.duration is not None else None
+        return diagnose(*curves, best_epoch=rec.best_epoch)
 
 
 def _frame(study: optuna.Study, reader: _CurveReader) -> pd.DataFrame:
@@ -100,12 +93,12 @@ def _frame(study: optuna.Study, reader: _CurveReader) -> pd.DataFrame:
     rows = []
     for t in trials:
         found = reader.diagnosis(t)
-        attrs = t.user_attrs
+        rec = TrialRecord.from_trial(t, reader.study_attrs)
         rows.append({"number": t.number, "state": t.state.name, "value": t.value,
                      **{columns[k]: t.params.get(k) for k in names},
-                     "best_epoch": attrs.get("best_epoch"), "stopped_epoch": attrs.get("stopped_epoch"),
-                     "duration_s": _duration(t), "diagnosis": found.label if found else None,
-                     "fail_reason": attrs.get("fail_reason"), "mlflow_run_id": run_id_of(t, reader.study_attrs)})
+                     "best_epoch": rec.best_epoch, "stopped_epoch": rec.stopped_epoch,
+                     "duration_s": rec.duration_s, "diagnosis": found.label if found else None,
+                     "fail_reason": rec.fail_reason, "mlflow_run_id": rec.run_id})
     return pd.DataFrame(rows, columns=[*LEAD_COLUMNS, *columns.values(), *TAIL_COLUMNS])
 
 
@@ -146,11 +139,12 @@ def _marks(trial: FrozenTrial, loss: list[float], val: list[float]) -> list[tupl
     """(label, epoch, y, colour, line style) for the stopping point, then the best epoch (drawn last)."""
     curve = val if val else loss
     out: list[tuple[str, int, float, str, str]] = []
-    best, stop = trial.user_attrs.get("best_epoch"), trial.user_attrs.get("stopped_epoch") or len(loss)
+    rec = TrialRecord.from_trial(trial)
+    best, stop = rec.best_epoch, rec.stopped_epoch or len(loss)
     if isinstance(best, int) and 1 <= best <= len(curve):
         out.append((f"best epoch {best}", best, curve[best - 1], "green", "dash"))
     if isinstance(stop, int) and 1 <= stop <= len(curve):
-        what = "early stop" if trial.user_attrs.get("early_stopped") else "stopped"
+        what = "early stop" if rec.early_stopped else "stopped"
         out.insert(0, (f"{what} at epoch {stop}", stop, curve[stop - 1], "red", "dot"))
     return out
 
@@ -249,7 +243,8 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
         best = done[0]
         info = {"study": study.study_name, "metric": metric, "direction": study.direction.name.lower(),
                 "trial": best.number, "value": best.value, "params": best.params,
-                "best_epoch": best.user_attrs.get("best_epoch"), "mlflow_run_id": run_id_of(best, study.user_attrs)}
+                "best_epoch": TrialRecord.from_trial(best).best_epoch,
+                "mlflow_run_id": TrialRecord.from_trial(best, study.user_attrs).run_id}
         (out_dir / "best_params.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         written.append(out_dir / "best_params.json")
     else:

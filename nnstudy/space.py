@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Union
 
 from nnstudy.errors import SpecError
@@ -29,7 +29,7 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "leaky_relu", "
 class ParamDef:
     """One hyperparameter nnstudy knows how to search."""
 
-    kind: Literal["int", "float", "str"]
+    kind: Literal["int", "float", "str", "bool"]
     default: Scalar
     doc: str
     check: Callable[[Any], str | None]  # returns what is allowed when the value is not
@@ -93,6 +93,8 @@ def did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
 
 
 def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
     if isinstance(value, bool):
         return False
     if kind == "int":
@@ -117,7 +119,7 @@ def _short(value: Any) -> str:
 #: most points a grid search may have
 MAX_GRID_POINTS = 100_000
 
-_KIND_TEXT = {"int": "an integer", "float": "a number", "str": "a string"}
+_KIND_TEXT = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
 def _check_value(file: Any, field: str, pdef: ParamDef, value: Any) -> None:
@@ -131,12 +133,46 @@ def _check_value(file: Any, field: str, pdef: ParamDef, value: Any) -> None:
         raise SpecError(file, field, f"{value!r} is not allowed{hint}; allowed: {allowed}")
 
 
-def parse_dimension(file: Any, name: str, raw: Any) -> Dimension:
+def _anything(value: Any) -> str | None:
+    return None
+
+
+def custom_param(file: Any, name: str, raw: Any) -> ParamDef:
+    """The definition of a parameter nnstudy does not know (used by ``[model]`` layers): its kind is
+    that of its values (all integers: int; numbers: float; strings: str; true/false: bool)."""
+    field = f"[search].{name}"
+    if isinstance(raw, dict):
+        values = [raw[k] for k in ("low", "high", "step") if k in raw]
+    else:
+        values = raw if isinstance(raw, list) else [raw]
+    kinds = set()
+    for value in values:
+        if isinstance(value, bool):
+            kinds.add("bool")
+        elif isinstance(value, int):
+            kinds.add("int")
+        elif isinstance(value, float):
+            kinds.add("float")
+        elif isinstance(value, str):
+            kinds.add("str")
+        else:
+            raise SpecError(file, field, f"{_short(value)} has the wrong type; allowed: numbers, strings or "
+                            "true/false, as a value, a list of choices or a range { low, high }")
+    if kinds == {"int", "float"}:
+        kinds = {"float"}
+    if len(kinds) > 1:
+        raise SpecError(file, field, f"{_short(raw)} mixes {' and '.join(sorted(kinds))} values; allowed: "
+                        "values of one type")
+    kind = kinds.pop() if kinds else "float"
+    return ParamDef(kind, None if isinstance(raw, (list, dict)) else raw, "custom parameter", _anything)  # type: ignore[arg-type]
+
+
+def parse_dimension(file: Any, name: str, raw: Any, pdef: ParamDef | None = None) -> Dimension:
     """Validate one raw search value (scalar, list or range table) for parameter ``name``."""
     field = f"[search].{name}"
-    pdef = PARAMETERS[name]
+    pdef = pdef or PARAMETERS[name]
     if isinstance(raw, dict):
-        if pdef.kind == "str":
+        if pdef.kind in ("str", "bool"):
             raise SpecError(file, field, f"{raw!r} is a range; allowed: a value or a list of choices for {name}")
         unknown = sorted(set(raw) - {"low", "high", "log", "step"})
         if unknown:
@@ -169,6 +205,10 @@ def parse_dimension(file: Any, name: str, raw: Any) -> Dimension:
             raise SpecError(file, field, "[] is an empty list of choices; allowed: at least one value")
         for i, value in enumerate(raw):
             _check_value(file, f"{field}[{i}]", pdef, value)
+        duplicates = sorted({repr(v) for v in raw if raw.count(v) > 1})
+        if duplicates:
+            raise SpecError(file, field, f"{duplicates[0]} is listed more than once (it would weigh the search); "
+                            "allowed: distinct choices")
         return Choice(tuple(raw)) if len(raw) > 1 else Fixed(raw[0])
     _check_value(file, field, pdef, raw)
     return Fixed(raw)
@@ -184,29 +224,47 @@ class SearchSpace:
     """The validated search space of a study: one :data:`Dimension` per known parameter."""
 
     dimensions: dict[str, Dimension]
+    custom: dict[str, ParamDef] = field(default_factory=dict)  # parameters nnstudy does not know
 
     @classmethod
-    def parse(cls, raw: dict[str, Any], file: Any = None) -> SearchSpace:
-        """Build a space from the ``[search]`` table; missing parameters take their defaults."""
+    def parse(cls, raw: dict[str, Any], file: Any = None, *, custom: bool = False) -> SearchSpace:
+        """Build a space from the ``[search]`` table; missing parameters take their defaults.
+
+        ``custom`` (a spec with ``[model]`` layers): names nnstudy does not know are custom
+        parameters whose kind follows their values; otherwise they are an error.
+        """
+        defs: dict[str, ParamDef] = {}
         for name in raw:
-            if name not in PARAMETERS:
+            if name in PARAMETERS:
+                continue
+            if not custom:
                 raise SpecError(file, f"[search].{name}", "unknown parameter"
-                                f"{did_you_mean(name, list(PARAMETERS))}; allowed: {', '.join(PARAMETERS)}")
+                                f"{did_you_mean(name, list(PARAMETERS))}; allowed: {', '.join(PARAMETERS)} "
+                                "(other names need [model] layers that use them)")
+            if not name.isidentifier():
+                raise SpecError(file, f"[search].{name}", "is not a parameter name; allowed: letters, digits and _, "
+                                "not starting with a digit")
+            defs[name] = custom_param(file, name, raw[name])
         dims: dict[str, Dimension] = {}
         for name, pdef in PARAMETERS.items():
             dims[name] = parse_dimension(file, name, raw[name]) if name in raw else Fixed(pdef.default)
-        return cls(dims)
+        for name, pdef in defs.items():
+            dims[name] = parse_dimension(file, name, raw[name], pdef)
+        return cls(dims, defs)
+
+    def param_def(self, name: str) -> ParamDef:
+        return self.custom.get(name) or PARAMETERS[name]
 
     @property
     def searched(self) -> list[str]:
         """Names of the parameters that are actually searched (not fixed)."""
         return [n for n, d in self.dimensions.items() if not isinstance(d, Fixed)]
 
-    def suggest(self, trial: optuna.Trial) -> Params:
+    def suggest(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> Params:
         """Ask ``trial`` for one value per parameter (fixed ones are returned as they are)."""
         params: Params = {}
         for name, dim in self.dimensions.items():
-            kind = PARAMETERS[name].kind
+            kind = self.param_def(name).kind
             if isinstance(dim, Fixed):
                 params[name] = dim.value
             elif isinstance(dim, Choice):
@@ -225,8 +283,8 @@ class SearchSpace:
             where = f"{field}.{name}"
             if name not in self.dimensions:
                 raise SpecError(file, where, "unknown parameter"
-                                f"{did_you_mean(name, list(PARAMETERS))}; allowed: {', '.join(PARAMETERS)}")
-            pdef = PARAMETERS[name]
+                                f"{did_you_mean(name, list(self.dimensions))}; allowed: {', '.join(self.dimensions)}")
+            pdef = self.param_def(name)
             _check_value(file, where, pdef, value)
             dim = self.dimensions[name]
             if isinstance(dim, Fixed) and value != dim.value:
@@ -249,7 +307,7 @@ class SearchSpace:
                 continue
             if isinstance(dim, Choice):
                 grid[name] = list(dim.values)
-            elif dim.step is None and PARAMETERS[name].kind == "float":
+            elif dim.step is None and self.param_def(name).kind == "float":
                 raise SpecError(file, f"[search].{name}", "a continuous range cannot be searched by "
                                 "sampler = 'grid'; allowed: a list of choices or a range with a step")
             else:
@@ -259,7 +317,7 @@ class SearchSpace:
                     raise SpecError(file, f"[search].{name}", f"step = {step!r} makes {n} grid points; allowed: "
                                     f"at most {MAX_GRID_POINTS} points in a grid")
                 values = [dim.low + i * step for i in range(n)]
-                grid[name] = [int(v) for v in values] if PARAMETERS[name].kind == "int" else values
+                grid[name] = [int(v) for v in values] if self.param_def(name).kind == "int" else values
         total = math.prod(len(v) for v in grid.values())
         if total > MAX_GRID_POINTS:
             raise SpecError(file, "[search]", f"the grid has {total} points; allowed: at most {MAX_GRID_POINTS} "

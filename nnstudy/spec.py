@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nnstudy.errors import SpecError
 from nnstudy.space import PARAMETERS, SearchSpace, did_you_mean
 
+if TYPE_CHECKING:
+    from nnstudy.builder import BuilderRef
+    from nnstudy.layers import LayerTemplate
+
 Task = Literal["binary", "multiclass", "regression"]
-BUILTIN_SOURCES = ("pass_fail", "grades", "digits", "breast_cancer")
+BUILTIN_SOURCES = ("pass_fail", "grades", "digits", "breast_cancer", "digits_images")
+ARRAY_SOURCES = ("digits_images",)  # built-in sets that are arrays (images), not tables
 
 #: per-epoch Keras metrics a study can optimize, by task
 METRICS: dict[str, tuple[str, ...]] = {
@@ -57,6 +62,12 @@ class StudySection(_Section):
     keep_models: Literal["best", "all", "none"] = "best"
     max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
     trials_per_process: int = Field(default=25, ge=0)  # a fresh worker process after this many (0: never)
+    pruner_startup_trials: int = Field(default=5, ge=0)  # median/percentile: trials before any is pruned
+    pruner_warmup_epochs: int = Field(default=5, ge=0)  # median/percentile: epochs before a trial is pruned
+    pruner_percentile: float = Field(default=25.0, gt=0, lt=100)  # percentile: keep trials in the best P%
+    pruner_reduction_factor: int = Field(default=3, ge=2, le=100)  # asha/hyperband: keep 1/F at each rung
+    heartbeat_interval: int = Field(default=20, ge=1, le=3600)  # seconds between a running trial's heartbeats
+    heartbeat_grace: int = Field(default=60, ge=2, le=86_400)  # seconds without one before a trial is dead
 
     @model_validator(mode="after")
     def _metric_and_direction(self) -> StudySection:
@@ -67,6 +78,9 @@ class StudySection(_Section):
         if self.direction is not None and self.direction != default_direction(self.metric):
             raise ValueError(f"direction|{self.direction!r} with metric {self.metric!r}; allowed: "
                              f"{default_direction(self.metric)!r} (or leave direction out)")
+        if self.heartbeat_grace <= self.heartbeat_interval:
+            raise ValueError(f"heartbeat_grace|{self.heartbeat_grace} is not longer than heartbeat_interval = "
+                             f"{self.heartbeat_interval}; allowed: a grace period longer than the interval")
         return self
 
 
@@ -82,6 +96,9 @@ class DataSection(_Section):
     missing: Literal["error", "drop", "mean", "median"] = "error"
     n_samples: int = Field(default=1000, ge=50, le=1_000_000)  # pass_fail / grades only
     seed: int = Field(default=0, ge=0, le=2**31 - 3)  # generates pass_fail / grades; the split uses [study].seed
+    x: str = Field(default="x", min_length=1)  # .npz: the inputs array
+    y: str = Field(default="y", min_length=1)  # .npz: the labels array
+    scale: Literal["auto", "none", "standard", "unit"] = "auto"  # auto: unit for digits_images, else standard
 
     @model_validator(mode="after")
     def _fractions(self) -> DataSection:
@@ -95,6 +112,11 @@ class DataSection(_Section):
     def is_builtin(self) -> bool:
         return self.source in BUILTIN_SOURCES
 
+    @property
+    def is_arrays(self) -> bool:
+        """Arrays (``.npz`` or a built-in image set) rather than a table."""
+        return self.source in ARRAY_SOURCES or (not self.is_builtin and self.source.lower().endswith(".npz"))
+
 
 class TrainSection(_Section):
     """``[train]``: how each trial trains."""
@@ -105,6 +127,25 @@ class TrainSection(_Section):
     min_delta: float = Field(default=0.0, ge=0)
     deterministic: bool = True  # TensorFlow op determinism: a re-run gives the same curve
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"  # Keras backend, set before Keras loads
+    exploding_factor: float = Field(default=1000.0, gt=1, le=1e12)  # loss above F x the first epoch's: diverged
+    steps_per_execution: int = Field(default=50, ge=1, le=10_000)  # most batches per compiled call (TensorFlow)
+    eval_batch_size: int = Field(default=4096, ge=1, le=1_000_000)  # rows per batch when evaluating
+
+
+class ModelSection(_Section):
+    """``[model]``: the network. Without it, the built-in MLP; ``layers`` lists the user's layers;
+    ``builder`` names a Keras-Tuner-style ``build(hp)`` function (``"models.py:build"``)."""
+
+    layers: Optional[list[Any]] = None
+    builder: Optional[str] = Field(default=None, min_length=1)
+    max_layers: int = Field(default=500, ge=1, le=10_000)  # layers after repeats are expanded
+    max_params: int = Field(default=50_000_000, ge=1, le=10_000_000_000)  # weights of one model
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ModelSection:
+        if self.layers is not None and self.builder is not None:
+            raise ValueError("builder|both layers and builder are given; allowed: one of them")
+        return self
 
 
 class StudySpec(BaseModel):
@@ -115,6 +156,7 @@ class StudySpec(BaseModel):
     study: StudySection = Field(default_factory=StudySection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    model: ModelSection = Field(default_factory=ModelSection)
     search: dict[str, Any] = Field(default_factory=dict)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     path: Optional[Path] = Field(default=None, exclude=True)
@@ -131,7 +173,19 @@ class StudySpec(BaseModel):
 
     @property
     def space(self) -> SearchSpace:
-        return SearchSpace.parse(self.search, self.path)
+        return SearchSpace.parse(self.search, self.path, custom=self.model.layers is not None)
+
+    def layer_template(self) -> LayerTemplate:
+        """The checked ``[model].layers`` (imports Keras)."""
+        from nnstudy.layers import parse_layers
+
+        return parse_layers(self.model.layers, self.path)
+
+    def builder_ref(self) -> BuilderRef:
+        """The checked ``[model].builder`` (its file exists)."""
+        from nnstudy.builder import parse_builder_ref
+
+        return parse_builder_ref(str(self.model.builder), self.base_dir, self.path)
 
     @property
     def base_dir(self) -> Path:
@@ -153,10 +207,13 @@ class StudySpec(BaseModel):
         source = Path(self.data.source)
         if not self.data.is_builtin and not source.is_absolute():
             data["data"]["source"] = str((self.base_dir / source).resolve())
+        if self.model.builder is not None:
+            ref = self.builder_ref()
+            data["model"]["builder"] = f"{ref.path}:{ref.function}"
         return data
 
 
-_SECTIONS = ("study", "data", "train", "search", "enqueue")
+_SECTIONS = ("study", "data", "train", "model", "search", "enqueue")
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -182,7 +239,9 @@ def _convert(err: ValidationError, file: Any, raw: dict[str, Any]) -> SpecError:
         if len(loc) == 1:
             return SpecError(file, f"[{name}]", f"unknown section{did_you_mean(name, _SECTIONS)}; "
                              f"allowed: {', '.join(f'[{s}]' for s in _SECTIONS)}")
-        model = {"study": StudySection, "data": DataSection, "train": TrainSection}.get(str(loc[0]))
+        sections: dict[str, type[BaseModel]] = {"study": StudySection, "data": DataSection, "train": TrainSection,
+                                                "model": ModelSection}
+        model = sections.get(str(loc[0]))
         options = list(model.model_fields) if model else []
         return SpecError(file, field, f"unknown key{did_you_mean(name, options)}; allowed: {', '.join(options)}")
     msg = str(e.get("msg", ""))
@@ -217,17 +276,54 @@ def parse_spec(raw: dict[str, Any], *, path: Path | None = None) -> StudySpec:
         spec = StudySpec.model_validate({**raw, "path": path})
     except ValidationError as err:
         raise _convert(err, file, raw) from None
-    space = SearchSpace.parse(spec.search, file)  # validates every search key
+    space = spec.space  # validates every search key
+    _check_model(spec, space, file)
     for i, params in enumerate(spec.enqueue):
         space.check_params(params, file, f"[[enqueue]][{i}]")
     if spec.study.sampler == "grid":
         space.grid(file)
     if spec.data.task != "auto":
         spec.check_task(spec.data.task)
-    if not spec.data.is_builtin and spec.data.target is None:
+    if spec.data.is_arrays:
+        if spec.data.target is not None:
+            raise SpecError(file, "[data].target", f"{spec.data.target!r} is given for the arrays of "
+                            f"{spec.data.source!r}; allowed: leave target out and name the arrays with [data].x/.y")
+    elif spec.data.scale not in ("auto", "standard"):
+        raise SpecError(file, "[data].scale", f"{spec.data.scale!r} for the table {spec.data.source!r}; allowed: "
+                        "'standard' (or 'auto'): table columns are always standardised")
+    elif not spec.data.is_builtin and spec.data.target is None:
         raise SpecError(file, "[data].target", f"missing for file source {spec.data.source!r}; "
                         "allowed: the name of the target column")
     return spec
+
+
+#: [search] names a builder spec may use: those of the optimizer (a builder defines the rest with hp.*)
+BUILDER_SEARCH = ("learning_rate", "optimizer", "batch_size")
+
+
+def _check_model(spec: StudySpec, space: SearchSpace, file: Any) -> None:
+    """``$name`` references and custom parameters agree; a builder's search is its own."""
+    if spec.model.layers is not None:
+        refs = spec.layer_template().references()
+        unknown = sorted(refs - set(space.dimensions))
+        if unknown:
+            raise SpecError(file, "[model].layers", f"'${unknown[0]}' refers to no [search] parameter"
+                            f"{did_you_mean(unknown[0], list(space.dimensions))}; allowed: a name defined in "
+                            "[search]")
+        unused = [n for n in space.custom if n not in refs]
+        if unused:
+            raise SpecError(file, f"[search].{unused[0]}", f"is used by no layer of [model].layers; allowed: "
+                            f"parameters nnstudy knows ({', '.join(PARAMETERS)}) or names the layers use as "
+                            f"'${unused[0]}'")
+    if spec.model.builder is not None:
+        spec.builder_ref()  # the file exists
+        extra = [n for n in spec.search if n not in BUILDER_SEARCH]
+        if extra:
+            raise SpecError(file, f"[search].{extra[0]}", "is not searched with a [model].builder; allowed: "
+                            f"{', '.join(BUILDER_SEARCH)} (define the rest in the builder with hp.Int, hp.Choice, ...)")
+        if spec.study.sampler == "grid":
+            raise SpecError(file, "[study].sampler", "'grid' with a [model].builder: its search space is known only "
+                            "while it runs; allowed: 'tpe' or 'random'")
 
 
 def load_spec(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None = None) -> StudySpec:

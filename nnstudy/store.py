@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 from nnstudy.errors import StoreError
 
 DEFAULT_DIR = Path("mlruns")
+DEFAULT_STORAGE = f"sqlite:///{DEFAULT_DIR.as_posix()}/optuna.db"
+DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_DIR.as_posix()}/mlflow.db"
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
                    "mysql+pymysql", "mysql+mysqldb")
 TRACKING_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql",
@@ -83,6 +85,18 @@ class Store:
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
+    def serve_ui(self, host: str, port: int) -> int:
+        """Run the MLflow UI on this store until it is stopped; returns its exit code."""
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri,
+                   "--host", host, "--port", str(port)]
+        if self.artifact_root is not None:
+            command += ["--default-artifact-root", self.artifact_root.resolve().as_uri()]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers for a study
+        return subprocess.call(command, env=env)
+
 
 def absolute_sqlite(url: str) -> str:
     """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (other URLs unchanged).
@@ -136,7 +150,7 @@ def _check_scheme(url: str, allowed: tuple[str, ...], option: str) -> None:
 def resolve_store(storage: str | None = None, tracking_uri: str | None = None,
                   directory: Path = DEFAULT_DIR) -> Store:
     """Defaults under ``directory``; ``MLFLOW_TRACKING_URI`` is honoured when no URI is given."""
-    storage = storage or f"sqlite:///{directory.as_posix()}/optuna.db"
+    storage = storage or f"sqlite:///{directory.as_posix()}/optuna.db"  # DEFAULT_STORAGE for the default folder
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{directory.as_posix()}/mlflow.db"
     _check_scheme(storage, STORAGE_SCHEMES, "--storage")
     _check_scheme(tracking_uri, TRACKING_SCHEMES, "--tracking-uri")

@@ -2,7 +2,7 @@
 
 Talks to MLflow through ``MlflowClient`` only (no global active-run state), so it is safe to
 use from any process. Knows nothing of Keras or Optuna: it takes plain dicts of params,
-metrics and tags.
+metrics and tags. :meth:`Tracker.create_child_run` is the one place that creates trial runs.
 """
 
 from __future__ import annotations
@@ -16,27 +16,42 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nnstudy.contract import (
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    TAG_HOST,
+    TAG_KERAS_BACKEND,
+    TAG_PARENT,
+    TAG_PYTHON,
+    TAG_RESUMED_AT,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    TAG_VERSION_PREFIX,
+    Role,
+    trial_run_name,
+)
 from nnstudy.errors import StoreError
 from nnstudy.store import absolute_sqlite
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 
-TAG_STUDY = "nnstudy.study"
-TAG_ROLE = "nnstudy.role"  # "study" (parent) or "trial" (child)
-TAG_TRIAL = "nnstudy.trial_number"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_BEST_RUN = "nnstudy.best_run_id"
-TAG_FAIL_REASON = "nnstudy.fail_reason"
-
 #: per-epoch metrics are buffered and written at most this often (seconds), and at the end of a run
 FLUSH_INTERVAL_S = 1.0
-_MAX_BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
+MAX_BATCH = 900  # MLflow's log_batch takes at most 1000 metrics per call
 
 
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A parameter as MLflow keeps it (floats by ``repr``, so they read back exactly)."""
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def is_missing_run(err: Exception) -> bool:
+    """True for MLflow's 'no such run' (a run deleted from MLflow), not for an unreachable server."""
+    return isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
 class Tracker:
@@ -56,9 +71,8 @@ class Tracker:
             return str(found.experiment_id)
         location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
         try:
-            return str(self.client.create_experiment(name, artifact_location=location,
-                                                     tags={TAG_STUDY: name}))
-        except Exception:
+            return str(self.client.create_experiment(name, artifact_location=location, tags={TAG_STUDY: name}))
+        except MlflowException:  # another process created it first
             again = self.client.get_experiment_by_name(name)
             if again is None:
                 raise
@@ -77,46 +91,46 @@ class Tracker:
                 if self.client.get_run(run_id).info.lifecycle_stage == "active":
                     self._mark_running(run_id)
                     return run_id
-            except Exception:  # deleted from MLflow: find or start another
-                pass
+            except MlflowException as err:
+                if not is_missing_run(err):
+                    raise
         existing = self._parents(experiment_id, study_name)
         if existing:
             self._mark_running(existing[0])
             return existing[0]
         run = self.client.create_run(experiment_id, run_name=study_name,
-                                     tags={TAG_STUDY: study_name, TAG_ROLE: "study", **tags})
+                                     tags={TAG_STUDY: study_name, TAG_ROLE: ROLE_STUDY, **tags})
         mine = str(run.info.run_id)
         winner = self._parents(experiment_id, study_name)[0]
         if winner != mine:
             self.client.delete_run(mine)
             self._mark_running(winner)
             return winner
-        self.client.log_batch(mine, params=[Param(k, _param_text(v)[:6000]) for k, v in params.items()])
+        self.client.log_batch(mine, params=[Param(k, param_text(v)[:6000]) for k, v in params.items()])
         return mine
 
     def _parents(self, experiment_id: str, study_name: str) -> list[str]:
-        runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'study' and tags.`{TAG_STUDY}` = '{study_name}'",
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'",
             max_results=100)
-        runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-        return [str(r.info.run_id) for r in runs]
+        return [str(r.info.run_id) for r in sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))]
 
     def _mark_running(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
         # log_batch (not set_tag): MLflow retries its tag upsert when workers write the same tag at once
-        self.client.log_batch(run_id, tags=[RunTag("nnstudy.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))])
+        self.client.log_batch(run_id, tags=[RunTag(TAG_RESUMED_AT, time.strftime("%Y-%m-%dT%H:%M:%S"))])
 
-    def start_trial(self, experiment_id: str, parent_run_id: str, study_name: str, trial_number: int, *,
-                    params: dict[str, Any], tags: dict[str, str]) -> TrialRun:
-        """Open the child run of one trial (nested under the parent in the UI)."""
+    def create_child_run(self, experiment_id: str, parent_run_id: str | None, study_name: str, trial_number: int,
+                         *, role: Role = ROLE_TRIAL, params: dict[str, str], tags: dict[str, str]) -> str:
+        """Open the run of one trial (or of its reproduction), nested under the parent in the UI."""
         run = self.client.create_run(
-            experiment_id, run_name=f"trial-{trial_number:04d}",
-            tags={TAG_PARENT: parent_run_id, TAG_STUDY: study_name, TAG_ROLE: "trial",
+            experiment_id, run_name=trial_run_name(trial_number, role),
+            tags={**({TAG_PARENT: parent_run_id} if parent_run_id else {}), TAG_STUDY: study_name, TAG_ROLE: role,
                   TAG_TRIAL: str(trial_number), **tags},
         )
-        child = TrialRun(self.client, str(run.info.run_id))
-        self.client.log_batch(child.run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
-        return child
+        run_id = str(run.info.run_id)
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+        return run_id
 
     def end_run(self, run_id: str, status: RunStatus, tags: dict[str, str] | None = None) -> None:
         if tags:
@@ -131,8 +145,18 @@ class Tracker:
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-            params=[Param(k, _param_text(v)) for k, v in (params or {}).items()],
+            params=[Param(k, param_text(v)) for k, v in (params or {}).items()],
         )
+
+    def log_curves(self, run_id: str, curves: dict[str, dict[int, float]]) -> None:
+        """Per-epoch values (step = epoch) that the run does not have yet; safe to repeat."""
+        now = int(time.time() * 1000)
+        metrics = []
+        for key, by_epoch in curves.items():
+            have = {m.step for m in self.client.get_metric_history(run_id, key)}
+            metrics += [Metric(key, v, now, e) for e, v in by_epoch.items() if e not in have and math.isfinite(v)]
+        for i in range(0, len(metrics), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
@@ -163,7 +187,7 @@ class TrialRun:
     def flush(self) -> None:
         start = time.perf_counter()
         while self._pending:
-            chunk, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             self.client.log_batch(self.run_id, metrics=chunk)
         self._last_flush = time.monotonic()
         self.logging_s += time.perf_counter() - start
@@ -173,11 +197,11 @@ def environment_tags() -> dict[str, str]:
     """Library versions and host, logged on every run so a reproduction can say what differs."""
     from importlib.metadata import PackageNotFoundError, version
 
-    tags = {"nnstudy.python": platform.python_version(), "nnstudy.host": platform.node(),
-            "nnstudy.keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    tags = {TAG_PYTHON: platform.python_version(), TAG_HOST: platform.node(),
+            TAG_KERAS_BACKEND: os.environ.get("KERAS_BACKEND", "tensorflow")}
     for package in ("nnstudy", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "optuna", "mlflow", "numpy"):
         try:
-            tags[f"nnstudy.version.{package}"] = version(package)
+            tags[f"{TAG_VERSION_PREFIX}{package}"] = version(package)
         except PackageNotFoundError:
             continue
     return tags
@@ -199,94 +223,3 @@ def check_reachable(tracking_uri: str) -> None:
         reason = getattr(err, "reason", err)
         raise StoreError(f"MLflow tracking server {tracking_uri} is unreachable ({reason}); "
                          "start it or pass another --tracking-uri") from None
-
-
-class RunRecorder:
-    """One trial's MLflow record: written live while the tracking server answers, kept whole in
-    memory when it stops answering, so that nothing is lost and ``pending()`` can be stored (in
-    the Optuna trial) and written later by ``nnstudy sync``."""
-
-    def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str, study_name: str,
-                 trial_number: int, *, params: dict[str, Any], tags: dict[str, str]) -> None:
-        self.tracker = tracker
-        self.params = {k: _param_text(v) for k, v in params.items()}
-        self.tags = tags
-        self.curves: dict[str, dict[int, float]] = {}
-        self.error: str | None = None
-        self._live: TrialRun | None = None
-        try:
-            self._live = tracker.start_trial(experiment_id, parent_run_id, study_name, trial_number,
-                                             params=params, tags=tags)
-        except Exception as err:  # the server is down: record offline, training goes on
-            self._offline(err)
-
-    @property
-    def run_id(self) -> str | None:
-        return self._live.run_id if self._live is not None else None
-
-    @property
-    def offline(self) -> bool:
-        return self.error is not None
-
-    @property
-    def logging_s(self) -> float:
-        return self._live.logging_s if self._live is not None else 0.0
-
-    def _offline(self, err: Exception) -> None:
-        if self.error is None:
-            self.error = f"{type(err).__name__}: {err}"[:500]
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            self.curves.setdefault(key, {})[epoch] = float(value)
-        if self._live is not None and not self.offline:
-            try:
-                self._live.log_epoch(epoch, metrics)
-            except Exception as err:
-                self._offline(err)
-
-    def finish(self, status: RunStatus, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any] | None:
-        """End the run. Returns ``None`` when MLflow has the whole record, else the pending record."""
-        if self._live is not None and not self.offline:
-            try:
-                self._live.flush()
-                self.tracker.log_summary(self._live.run_id, metrics, tags)
-                self.tracker.end_run(self._live.run_id, status)
-                return None
-            except Exception as err:
-                self._offline(err)
-        return {"run_id": self.run_id, "params": self.params, "tags": self.tags, "error": self.error,
-                "curves": {k: {str(e): v for e, v in c.items() if math.isfinite(v)} for k, c in self.curves.items()},
-                "metrics": {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))},
-                "end_tags": tags, "status": status}
-
-
-def write_pending(tracker: Tracker, experiment_id: str, parent_run_id: str, study_name: str, trial_number: int,
-                  pending: dict[str, Any]) -> str:
-    """Write a pending record (see :class:`RunRecorder`) to MLflow; returns the run id.
-
-    Epochs the run already has are not logged twice, so a sync can be repeated safely.
-    """
-    client = tracker.client
-    run_id = pending.get("run_id")
-    if run_id:
-        try:
-            client.get_run(run_id)
-        except Exception:
-            run_id = None
-    if not run_id:
-        run = client.create_run(experiment_id, run_name=f"trial-{trial_number:04d}", tags={
-            TAG_PARENT: parent_run_id, TAG_STUDY: study_name, TAG_ROLE: "trial", TAG_TRIAL: str(trial_number),
-            **pending.get("tags", {})})
-        run_id = str(run.info.run_id)
-        client.log_batch(run_id, params=[Param(k, v) for k, v in pending.get("params", {}).items()])
-    now = int(time.time() * 1000)
-    metrics = []
-    for key, by_epoch in pending.get("curves", {}).items():
-        have = {m.step for m in client.get_metric_history(run_id, key)}
-        metrics += [Metric(key, v, now, int(e)) for e, v in by_epoch.items() if int(e) not in have]
-    for i in range(0, len(metrics), _MAX_BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH])
-    tracker.log_summary(run_id, pending.get("metrics", {}), {**pending.get("end_tags", {}), "nnstudy.synced": "true"})
-    tracker.end_run(run_id, pending.get("status", "FINISHED"))
-    return run_id

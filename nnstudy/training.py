@@ -13,18 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import keras
-import numpy as np
 
 from nnstudy.data import PreparedData
-from nnstudy.model import build_model, compile_model
 from nnstudy.spec import TrainSection
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
-#: a loss more than this many times the first epoch's loss counts as exploding
-EXPLODING_FACTOR = 1e3
-#: most batches run per compiled call; measured: ~7x faster per epoch than 1 on a 2-core CPU
-MAX_STEPS_PER_EXECUTION = 50
 
 
 @dataclass
@@ -91,8 +85,9 @@ class InputPipeline:
     under JAX.
     """
 
-    def __init__(self, data: PreparedData) -> None:
+    def __init__(self, data: PreparedData, settings: TrainSection | None = None) -> None:
         self.data = data
+        self.settings = settings or TrainSection()
         self._tensors: dict[str, Any] = {}
         if backend() == "tensorflow":
             import tensorflow as tf
@@ -111,7 +106,7 @@ class InputPipeline:
         if not self.uses_tf_data:
             return 1
         steps = math.ceil(len(self.data.x_train) / batch_size)
-        return max(1, min(MAX_STEPS_PER_EXECUTION, steps))
+        return max(1, min(self.settings.steps_per_execution, steps))
 
     def fit_args(self, batch_size: int, seed: int) -> dict[str, Any]:
         if not self.uses_tf_data:
@@ -127,13 +122,14 @@ class InputPipeline:
     def eval_set(self, split: Literal["val", "test"]) -> Any:
         if not self.uses_tf_data:
             return getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
-        return self._tensors[split].batch(4096)
+        return self._tensors[split].batch(self.settings.eval_batch_size)
 
 
-class _EpochCallback(keras.callbacks.Callback):
-    def __init__(self, hook: EpochHook | None) -> None:
+class _EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    def __init__(self, hook: EpochHook | None, exploding_factor: float) -> None:
         super().__init__()
         self.hook = hook
+        self.exploding_factor = exploding_factor
         self.first_loss: float | None = None
         self.diverged_at: int | None = None
         self.stopped_by_hook: int | None = None
@@ -143,7 +139,7 @@ class _EpochCallback(keras.callbacks.Callback):
         loss = logs.get("loss", math.nan)
         if self.first_loss is None and math.isfinite(loss):
             self.first_loss = abs(loss) or 1e-12
-        exploding = self.first_loss is not None and abs(loss) > EXPLODING_FACTOR * max(self.first_loss, 1.0)
+        exploding = self.first_loss is not None and abs(loss) > self.exploding_factor * max(self.first_loss, 1.0)
         if not math.isfinite(loss) or exploding:
             self.diverged_at = epoch + 1
             self.model.stop_training = True
@@ -152,24 +148,20 @@ class _EpochCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train(data: PreparedData, params: dict[str, Any], settings: TrainSection, *, metric: str,
+def train(data: PreparedData, params: dict[str, Any], settings: TrainSection, *, model: keras.Model, metric: str,
           direction: Literal["minimize", "maximize"], seed: int, pipeline: InputPipeline | None = None,
           on_epoch: EpochHook | None = None) -> TrainResult:
-    """Train one configuration and return its curves, best epoch and restored model."""
+    """Train one compiled model (made by :class:`~nnstudy.model.ModelFactory` after seeding Keras)
+    and return its curves, best epoch and restored weights. ``seed`` orders the mini-batches."""
     start = time.perf_counter()
-    pipeline = pipeline or InputPipeline(data)
-    keras.backend.clear_session(free_memory=False)  # the study runs gc.collect() once after each trial
-    keras.utils.set_random_seed(seed)
+    pipeline = pipeline or InputPipeline(data, settings)
     batch_size = int(params["batch_size"])
-    model = build_model(params, n_features=data.n_features, task=data.task, n_classes=data.n_classes,
-                        target_mean=data.target_mean)
-    compile_model(model, params, task=data.task, steps_per_execution=pipeline.steps_per_execution(batch_size))
     stopper = keras.callbacks.EarlyStopping(
         monitor=metric, mode="min" if direction == "minimize" else "max",
         patience=settings.early_stopping_patience, min_delta=settings.min_delta,
         restore_best_weights=settings.restore_best_weights,
     )
-    epoch_cb = _EpochCallback(on_epoch)
+    epoch_cb = _EpochCallback(on_epoch, settings.exploding_factor)
     history = model.fit(**pipeline.fit_args(batch_size, seed), epochs=settings.max_epochs,
                         callbacks=[epoch_cb, stopper], verbose=0)
     curves = {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -196,13 +188,3 @@ def _best_epoch(values: list[float], direction: str) -> int:
     sign = 1.0 if direction == "minimize" else -1.0
     _, index = min(finite, key=lambda vi: (sign * vi[0], vi[1]))  # the earliest of equal bests
     return index + 1
-
-
-def predict_labels(model: keras.Model, x: np.ndarray, task: str) -> np.ndarray:
-    """Model outputs -> class ids (classification) or values (regression)."""
-    out = np.asarray(model.predict(x, verbose=0))
-    if task == "binary":
-        return (out[:, 0] >= 0.5).astype(int)
-    if task == "multiclass":
-        return out.argmax(axis=1)
-    return out[:, 0]

@@ -25,7 +25,7 @@ from nnstudy.errors import NnstudyError, UserInputError
 if TYPE_CHECKING:
     from nnstudy.data import PreparedData
     from nnstudy.progress import StudyProgress
-    from nnstudy.runner import StudyContext
+    from nnstudy.context import StudyContext
     from nnstudy.spec import StudySpec
     from nnstudy.store import Store
 
@@ -36,7 +36,12 @@ class WorkerPlan:
 
     name: str
     env: dict[str, str] = field(default_factory=dict)
-    device: str = "cpu"
+
+    @property
+    def device(self) -> str:
+        """``gpu:<index>`` for a worker placed on a GPU, else ``cpu``."""
+        gpu = self.env.get("CUDA_VISIBLE_DEVICES", "")
+        return f"gpu:{gpu}" if gpu else "cpu"
 
 
 def detect_gpus() -> list[str]:
@@ -85,10 +90,10 @@ def plan_workers(workers: int = 1, *, gpus: list[str] | None = None, trials_per_
             slots = [(g, k) for g in wanted for k in range(trials_per_gpu)]
             threads = max(1, cores // len(slots))
             fraction = f"{0.9 / trials_per_gpu:.2f}"
-            return [WorkerPlan(name=f"gpu{g}-{k}", device=f"gpu:{g}", env={
+            return [WorkerPlan(name=f"gpu{g}-{k}", env={
                 **thread_env(threads), "CUDA_VISIBLE_DEVICES": g, "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-                "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": fraction,
-                "NNSTUDY_GPU_MEMORY_FRACTION": fraction}) for g, k in slots]
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": fraction})
+                for g, k in slots]
         print("warning: no GPU found; running on the CPU", file=sys.stderr)
     if workers == 1 and not gpus:
         return [WorkerPlan(name="main")]
@@ -106,11 +111,12 @@ def split_trials(n_trials: int, n_workers: int) -> list[int]:
 def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[str, str], n_trials: int,
                  timeout: float | None) -> None:
     """Entry point of a worker process (spawned: nothing of Keras is imported yet)."""
+    from nnstudy import runtime
+
     os.environ.update(env)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", spec.train.backend)
+    runtime.configure(spec.train.backend, import_keras=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    from nnstudy.runner import open_context
+    from nnstudy.context import open_context
 
     try:
         ctx = open_context(spec, store, data)

@@ -6,10 +6,21 @@ fixtures below them.
 
 from __future__ import annotations
 
+import copy
+import shutil
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import optuna
 import pytest
+
+from nnstudy.spec import StudySpec, parse_spec
+
+if TYPE_CHECKING:
+    from nnstudy.tracking import Tracker
 
 # --------------------------------------------------------------------------- unit-test fixtures
 
@@ -34,3 +45,149 @@ def no_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --------------------------------------------------------------------------- other fixtures
+
+
+#: the tiny study every module test starts from: the course example, 120 rows, 2 epochs, one layer of 8 units
+TINY_SPEC: dict[str, dict[str, Any]] = {
+    "study": {"name": "tiny", "n_trials": 1, "pruner": "none", "seed": 5},
+    "data": {"source": "pass_fail", "n_samples": 120},
+    "train": {"max_epochs": 2, "early_stopping_patience": 2},
+    "search": {"learning_rate": {"low": 1e-3, "high": 1e-1, "log": True}, "optimizer": ["adam", "sgd"],
+               "depth": 1, "units": 8},
+}
+
+
+@pytest.fixture
+def tiny_spec() -> Callable[..., StudySpec]:
+    """``tiny_spec(study={...}, train={...}, search={...}, path=None)``: :data:`TINY_SPEC` with the given
+    keys of each section replaced, parsed (and so validated) by ``parse_spec``."""
+
+    def make(*, path: Path | None = None, **sections: dict[str, Any]) -> StudySpec:
+        raw = copy.deepcopy(TINY_SPEC)
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        return parse_spec(raw, path=path)
+
+    return make
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (closed again before it is returned)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store with its schema made once per session (creating one costs seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def seed_mlflow_db(mlflow_db_template: Path) -> Callable[[Path], str]:
+    """Copy the empty MLflow store to ``path`` (folders made); returns its ``sqlite:///`` URI."""
+
+    def seed(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mlflow_db_template, path)
+        return f"sqlite:///{path}"
+
+    return seed
+
+
+@pytest.fixture
+def tracker(tmp_path: Path, seed_mlflow_db: Callable[[Path], str]) -> Tracker:
+    """A :class:`~nnstudy.tracking.Tracker` on a real, empty SQLite MLflow store in ``tmp_path``."""
+    from nnstudy.tracking import Tracker
+
+    return Tracker(seed_mlflow_db(tmp_path / "mlflow.db"), tmp_path / "artifacts")
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed_mlflow_db: Callable[[Path], str]) -> Path:
+    """``tmp_path`` as the working folder of a study run with the default store (``./mlruns``), its
+    MLflow database already made; ``MLFLOW_TRACKING_URI`` unset."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    seed_mlflow_db(tmp_path / "mlruns" / "mlflow.db")
+    return tmp_path
+
+
+@dataclass
+class RecordedStudy:
+    """A study written by hand into real stores: an Optuna SQLite storage and an MLflow SQLite store,
+    with the parent run made by :func:`nnstudy.parent.open_parent` and one real child run per trial."""
+
+    spec: StudySpec
+    storage: str
+    tracking_uri: str
+    tracker: Tracker
+    study: optuna.Study
+    experiment_id: str
+    parent_id: str
+
+    def add(self, value: float | None, params: dict[str, Any], *, state: str = "COMPLETE",
+            curves: dict[str, list[float]] | None = None, attrs: dict[str, Any] | None = None,
+            run: bool = True) -> optuna.trial.FrozenTrial:
+        """Add a finished trial (``params``: learning_rate and optimizer) and its child run, whose
+        curves, summary and status follow the trial."""
+        from nnstudy.contract import ATTR_BEST_EPOCH, ATTR_RUN_ID, ATTR_SEED, ATTR_STOPPED_EPOCH, trial_seed
+        from nnstudy.tracking import param_text
+
+        number = len(self.study.get_trials(deepcopy=False))
+        curves = curves if curves is not None else {"loss": [0.9, 0.7], "val_loss": [0.95, 0.8]}
+        best = min(range(len(curves["val_loss"])), key=lambda i: curves["val_loss"][i]) + 1
+        seed = trial_seed(self.spec.study.seed, number)
+        user_attrs: dict[str, Any] = {ATTR_SEED: seed, ATTR_BEST_EPOCH: best,
+                                      ATTR_STOPPED_EPOCH: len(curves["val_loss"]), **(attrs or {})}
+        if run:
+            run_id = self.tracker.create_child_run(
+                self.experiment_id, self.parent_id, self.spec.name, number,
+                params={**{k: param_text(v) for k, v in params.items()}, "seed": str(seed)}, tags={})
+            self.tracker.log_curves(run_id, {k: dict(enumerate(v, 1)) for k, v in curves.items()})
+            summary = {"best_epoch": best, "stopped_epoch": len(curves["val_loss"])}
+            if value is not None:
+                summary[f"best_{self.spec.study.metric}"] = value
+            self.tracker.log_summary(run_id, summary)
+            self.tracker.end_run(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+            user_attrs[ATTR_RUN_ID] = run_id
+        trial = optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], value=value if state == "COMPLETE" else None, params=params,
+            distributions=TINY_DISTRIBUTIONS, user_attrs=user_attrs,
+            intermediate_values=dict(enumerate(curves["val_loss"], 1)))
+        self.study.add_trial(trial)
+        return self.study.get_trials(deepcopy=False)[-1]
+
+
+TINY_DISTRIBUTIONS = {
+    "learning_rate": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True),
+    "optimizer": optuna.distributions.CategoricalDistribution(["adam", "sgd"]),
+}
+
+
+@pytest.fixture
+def recorded_study(tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., StudySpec]) -> Callable[..., RecordedStudy]:
+    """``recorded_study(**sections)``: an empty :class:`RecordedStudy` of ``tiny_spec(**sections)`` in
+    ``tmp_path`` (``optuna.db`` and ``mlflow.db``); add trials with :meth:`RecordedStudy.add`."""
+    from nnstudy.data import prepare
+    from nnstudy.parent import open_parent
+    from nnstudy.storage import open_study, storage_for
+    from nnstudy.store import Store
+
+    def make(**sections: dict[str, Any]) -> RecordedStudy:
+        spec = tiny_spec(**sections)
+        storage = f"sqlite:///{tmp_path}/optuna.db"
+        study, created = open_study(spec, storage_for(spec, storage))
+        store = Store(storage=storage, tracking_uri=tracker.tracking_uri, artifact_root=tracker.artifact_root)
+        experiment_id = tracker.experiment(spec.name)
+        parent_id = open_parent(spec, store, study, created=created, tracker=tracker, experiment_id=experiment_id,
+                                data=prepare(spec), env={})
+        return RecordedStudy(spec, storage, tracker.tracking_uri, tracker, study, experiment_id, parent_id)
+
+    return make

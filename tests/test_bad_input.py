@@ -306,15 +306,15 @@ def empty_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     workdir.mkdir()
     monkeypatch.chdir(workdir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    from nnstudy.cli import _quiet_frameworks
+    from nnstudy import runtime
 
-    _quiet_frameworks()  # TensorFlow is imported by the runner below; import it quietly, as the CLI does
-    import nnstudy.runner
+    runtime.configure(import_keras=True)  # TensorFlow is imported by the runner below; quietly, as the CLI does
+    import nnstudy.tracking
 
     def guard(*args: Any, **kwargs: Any) -> str:
         raise RuntimeError("bad input was accepted: the study went on to create its MLflow experiment")
 
-    monkeypatch.setattr(nnstudy.runner.Tracker, "experiment", guard)
+    monkeypatch.setattr(nnstudy.tracking.Tracker, "experiment", guard)
     return workdir
 
 

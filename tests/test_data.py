@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnstudy.data import PreparedData, Preprocessing, prepare
+from nnstudy.data import PreparedData, prepare
+from nnstudy.preprocessing import Preprocessing
 from nnstudy.errors import DataError
 from nnstudy.spec import StudySpec, parse_spec
 
@@ -279,7 +280,7 @@ def test_transform_of_the_raw_rows_equals_the_prepared_arrays(tmp_path: Path) ->
 
 
 def test_transform_of_builtin_rows_equals_the_prepared_arrays() -> None:
-    from nnstudy.data import pass_fail_frame
+    from nnstudy.datasets import pass_fail_frame
 
     data = prepare(_spec({"source": "pass_fail", "n_samples": 120}))
     again = data.preprocessing.transform(pass_fail_frame(120, 0).drop(columns="passed"))

@@ -513,7 +513,7 @@ def _open_and_ask(spec_path: str, storage_url: str, barrier: Any, queue: Any) ->
     import warnings
 
     warnings.simplefilter("ignore")
-    from nnstudy.runner import make_storage, open_study
+    from nnstudy.storage import make_storage, open_study
     from nnstudy.spec import load_spec
 
     spec = load_spec(Path(spec_path))

@@ -52,3 +52,63 @@ def test_help_does_not_import_tensorflow_mlflow_or_optuna() -> None:
             "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _imports_of(path: Path) -> set[str]:
+    """The nnstudy modules a module imports (top level and inside functions; not TYPE_CHECKING blocks)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test)
+               for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nnstudy"):
+            found.add(node.module if node.module != "nnstudy" else f"nnstudy.{node.names[0].name}")
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("nnstudy.")}
+    return found - {"nnstudy"}
+
+
+def test_no_import_cycles_between_modules() -> None:
+    modules = {f"nnstudy.{p.stem}": _imports_of(p) for p in (ROOT / "nnstudy").glob("*.py") if p.stem != "__init__"}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for dep in modules.get(start, set()):
+            if dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})):
+                return True
+        return False
+
+    cycles = sorted(m for m in modules if reaches(m, m, {m}))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+def test_only_contract_spells_the_keys_linking_trials_and_runs() -> None:
+    import re
+
+    key = re.compile(r'"(nnstudy\.[a-z_]+|mlflow_pending|mlflow_parent_run_id|mlflow\.parentRunId)"'
+                     r'|user_attrs(?:\.get\(|\[)"[a-z_]+"|set_(?:trial_)?user_attr\([^,]*"[a-z_]+"')
+    offenders = {p.name: key.findall(p.read_text()) for p in (ROOT / "nnstudy").glob("*.py") if p.name != "contract.py"}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_reading_a_study_does_not_import_keras_or_tensorflow() -> None:
+    code = ("import sys; import nnstudy.api, nnstudy.records, nnstudy.report, nnstudy.sync, nnstudy.progress; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    block = README.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code = block.replace('"studies/pass_fail.toml"', repr(str(ROOT / "studies" / "pass_fail.toml")))
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (our own README)
+    frame = namespace["frame"]
+    assert len(frame) == 3 and {"number", "value", "diagnosis"} <= set(frame.columns)  # type: ignore[attr-defined]
+    assert (tmp_path / "mlruns" / "optuna.db").exists()

@@ -9,7 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import nnstudy.objective as objective_module
-from nnstudy.objective import is_out_of_memory, trial_seed
+from nnstudy.contract import trial_seed
+from nnstudy.objective import is_out_of_memory
 from nnstudy.runner import run_study
 from nnstudy.spec import parse_spec
 

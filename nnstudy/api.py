@@ -1,0 +1,123 @@
+"""The library's front door: run a study, open it again, and read, reproduce and use its results.
+
+Every ``nnstudy`` command is a few lines over one of these functions, so a notebook can do
+all the command line does::
+
+    from nnstudy import api, load_spec
+    outcome = api.run_study(load_spec("studies/pass_fail.toml"), show_progress=False)
+    records = api.open_study("pass_fail")
+    api.trials_frame(records).head()
+    api.best(records)["params"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nnstudy.contract import TrialRecord
+from nnstudy.errors import StudyNotFoundError, UserInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nnstudy.records import StudyRecords
+    from nnstudy.reproduce import Reproduction
+    from nnstudy.runner import StudyOutcome
+    from nnstudy.spec import StudySpec
+
+
+def run_study(spec: StudySpec, **options: Any) -> StudyOutcome:
+    """Run (or resume) a study; see :func:`nnstudy.runner.run_study` for the options."""
+    from nnstudy.runner import run_study as run
+
+    return run(spec, **options)
+
+
+def validate(spec: StudySpec) -> dict[str, Any]:
+    """Check a spec and its data without writing anything; returns a summary."""
+    from nnstudy.data import prepare
+
+    data = prepare(spec)
+    return {"study": spec.name, "direction": spec.direction, "metric": spec.study.metric,
+            "searched": spec.space.searched, "data": data.summary()}
+
+
+def open_study(study_name: str | None = None, *, storage: str | None = None,
+               tracking_uri: str | None = None) -> StudyRecords:
+    """An existing study and its MLflow records. Defaults: the only study in ``./mlruns``."""
+    from nnstudy.records import load_records
+
+    return load_records(study_name, storage=storage, tracking_uri=tracking_uri)
+
+
+def trials_frame(records: StudyRecords, *, diagnosis: bool = True, sort: str = "value",
+                 top: int | None = None) -> pd.DataFrame:
+    """One row per trial (see :func:`nnstudy.report.trials_frame`), sorted by ``sort`` (best first
+    for ``value``, the default), the first ``top`` rows (default: all). ``diagnosis=False`` skips
+    reading curves from MLflow for trials that have no recorded diagnosis."""
+    from nnstudy.report import trials_frame as frame_of
+
+    frame = frame_of(records.study, records.client if diagnosis else None)
+    if sort not in frame.columns:
+        raise UserInputError(f"--sort {sort!r}: no such column; allowed: {', '.join(frame.columns)}")
+    ascending = not (sort == "value" and records.study.direction.name == "MAXIMIZE")
+    frame = frame.sort_values(sort, ascending=ascending, na_position="last", kind="stable")
+    return frame.head(top) if top is not None else frame
+
+
+def best(records: StudyRecords) -> dict[str, Any]:
+    """The best trial: number, value, params, best and stopped epoch, seed, run id and the command
+    that reproduces it."""
+    rec = TrialRecord.from_trial(records.trial(), records.study.user_attrs)
+    return {"study": records.name, "trial": rec.number, "value": rec.value, "params": rec.params,
+            "best_epoch": rec.best_epoch, "stopped_epoch": rec.stopped_epoch, "seed": rec.seed,
+            "mlflow_run_id": rec.run_id, "reproduce": records.reproduce_command(rec.number)}
+
+
+def reproduce(records: StudyRecords, *, trial: int | None = None, run_id: str | None = None) -> Reproduction:
+    """Re-train a trial (default: the best) through the same trial pipeline and compare the curves."""
+    from nnstudy.reproduce import reproduce as run
+
+    if trial is not None and run_id is not None:
+        raise UserInputError("give --trial or --run-id, not both")
+    return run(records, trial_number=trial, run_id=run_id)
+
+
+def predict(records: StudyRecords, input_file: Path, *, trial: int | None = None) -> pd.DataFrame:
+    """Predictions of a trial's saved model (default: the best trial's) for the raw rows of a
+    CSV or Parquet file (or the array ``x`` of a ``.npz``): the original class labels, and the
+    probabilities of classes."""
+    import tempfile
+
+    from nnstudy.export import download_bundle
+    from nnstudy.tables import read_table
+
+    rec = TrialRecord.from_trial(records.trial(trial), records.study.user_attrs)
+    if not rec.model_logged or rec.run_id is None:
+        raise StudyNotFoundError(f"trial {rec.number} has no saved model (see [study].keep_models)")
+    rows: Any
+    if Path(input_file).suffix.lower() == ".npz":
+        from nnstudy.arrays import load_npz_inputs
+
+        rows = load_npz_inputs(Path(input_file))
+    else:
+        rows = read_table(Path(input_file))
+    with tempfile.TemporaryDirectory() as tmp:
+        return download_bundle(records.client, rec.run_id, Path(tmp)).predict(rows, input_file)
+
+
+def report(records: StudyRecords, out_dir: Path, *, top: int = 5) -> list[Path]:
+    """Write the study's plots, trials.csv and best_params.json into ``out_dir``; returns the files."""
+    from nnstudy.report import write_report
+
+    return write_report(records.study, out_dir, client=records.client, metric=records.metric(), top=top)
+
+
+def sync(records: StudyRecords) -> list[int]:
+    """Write the MLflow records kept while the tracking server was unreachable (safe to repeat)."""
+    from nnstudy.sync import sync_records
+    from nnstudy.tracking import check_reachable
+
+    check_reachable(records.store.tracking_uri)
+    return sync_records(records.study, records.tracker, metric=records.metric())

@@ -1,0 +1,99 @@
+"""The study's MLflow parent run: made once, the best trial written on it after every trial,
+the study files and the report logged on it, ended when the last trial of the study ends."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nnstudy.contract import (
+    BEST_PARAM_PREFIX,
+    STUDY_EXPERIMENT,
+    STUDY_PARENT_RUN,
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
+    TAG_OPTUNA_STORAGE,
+    TAG_SPEC_FILE,
+    run_id_of,
+)
+from nnstudy.data import PreparedData
+from nnstudy.spec import StudySpec
+from nnstudy.store import Store
+from nnstudy.tracking import Tracker
+
+#: seconds a process that did not create the study waits for its creator to make the parent run
+PARENT_WAIT_S = 60.0
+
+
+def open_parent(spec: StudySpec, store: Store, study: optuna.Study, *, created: bool, tracker: Tracker,
+                experiment_id: str, data: PreparedData, env: dict[str, str]) -> str:
+    """The study's one parent run (made by the process that created the study; the others wait
+    for it). A new parent run gets the spec, the data summary and the preprocessing under ``study/``."""
+    known = study.user_attrs.get(STUDY_PARENT_RUN)
+    if known is None and not created:  # the process that created the study is creating its parent run
+        known = _wait_for_parent(study)
+    parent_id = tracker.parent_run(
+        experiment_id, spec.name, known,
+        params={"sampler": spec.study.sampler, "pruner": spec.study.pruner, "metric": spec.study.metric,
+                "direction": spec.direction, "seed": spec.study.seed, "data_source": spec.data.source},
+        tags={**env, TAG_OPTUNA_STORAGE: store.storage, TAG_SPEC_FILE: str(spec.path or "")},
+    )
+    if known != parent_id:
+        study.set_user_attr(STUDY_PARENT_RUN, parent_id)
+        study.set_user_attr(STUDY_EXPERIMENT, experiment_id)
+        _log_study_files(tracker, parent_id, spec, data)
+    return parent_id
+
+
+def _wait_for_parent(study: optuna.Study, timeout_s: float = PARENT_WAIT_S) -> str | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        parent = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(STUDY_PARENT_RUN)
+        if parent:
+            return str(parent)
+        time.sleep(0.5)
+    return None  # its creator died before making one: look for, or create, the parent ourselves
+
+
+def _log_study_files(tracker: Tracker, run_id: str, spec: StudySpec, data: PreparedData) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+        Path(tmp, "data.json").write_text(json.dumps(data.summary(), indent=2))
+        Path(tmp, "preprocessing.json").write_text(data.preprocessing.to_json())
+        tracker.log_artifacts(run_id, Path(tmp), "study")
+
+
+def update_parent_run(tracker: Tracker, parent_id: str, best: optuna.trial.FrozenTrial,
+                      study_attrs: dict[str, Any]) -> None:
+    """The best value so far (a point per call: the optimization history) and the link to the best child."""
+    tracker.log_summary(parent_id, {"best_value": float(best.value or 0.0)}, {
+        TAG_BEST_RUN: run_id_of(best, study_attrs) or "", TAG_BEST_TRIAL: str(best.number),
+        **{f"{BEST_PARAM_PREFIX}{k}": str(v) for k, v in best.params.items()}})
+
+
+def log_report(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str) -> None:
+    """Write the study report (plots, trials.csv, best_params.json) onto the parent run under ``report/``.
+
+    A report that cannot be drawn never costs the study: the reason is printed and the run goes on.
+    """
+    from nnstudy.report import write_report
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(study, Path(tmp), client=tracker.client, metric=metric)
+            tracker.log_artifacts(parent_id, Path(tmp), "report")
+    except Exception as err:  # plotting libraries fail in many ways; the trials are safe either way
+        print(f"warning: the study report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
+
+
+def finish_parent(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str) -> None:
+    """Log the report; end the parent run unless other processes still run trials of the study."""
+    log_report(study, tracker, parent_id, metric)
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        tracker.end_run(parent_id, "FINISHED")

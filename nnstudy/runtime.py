@@ -1,0 +1,62 @@
+"""Process-wide settings, set once by whoever owns the process: the CLI and worker processes.
+
+The library itself changes no global state; a notebook user may call :func:`configure` too,
+to get the same quiet output as the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+#: environment defaults (a value already set by the user wins)
+ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ info and warning lines
+    "GIT_PYTHON_REFRESH": "quiet",  # MLflow asks git for the source version
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # a tracking server that stops answering costs seconds, not minutes of retries: records are kept for `sync`
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def configure(backend: str | None = None, *, import_keras: bool = False) -> None:
+    """Quiet logging and start-up noise, and choose the Keras backend before Keras is imported.
+
+    Args:
+        backend: ``tensorflow``, ``jax`` or ``torch``; sets ``KERAS_BACKEND`` (an existing value is
+            kept when ``None``; defaults to ``tensorflow``).
+        import_keras: import TensorFlow now with its start-up notices silenced (commands that train
+            or predict); read-only commands leave it ``False`` and never load it.
+    """
+    for key, value in ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    if backend is not None:
+        os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    warnings.filterwarnings("ignore", message=".*experimental.*")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import optuna  # its logger sets itself to INFO when first used: set the level through optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if import_keras:
+        _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ core prints its oneDNN notice before its log level is read, so stderr is
+    pointed at /dev/null while it is imported (an import error still raises normally)."""
+    if os.environ.get("KERAS_BACKEND") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)

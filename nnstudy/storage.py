@@ -1,0 +1,130 @@
+"""The Optuna side of a study: the RDB storage (heartbeats, retries of dead workers' trials),
+creating or loading the study, and repairing trials left RUNNING by a dead process."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from nnstudy.contract import ATTR_FAIL_REASON, ATTR_HOST, ATTR_PID, TAG_FAIL_REASON, run_id_of
+from nnstudy.errors import SpecError, StoreError
+from nnstudy.sampling import ProcessSampler, make_pruner
+from nnstudy.spec import StudySpec
+from nnstudy.store import absolute_sqlite
+
+if TYPE_CHECKING:
+    from nnstudy.tracking import Tracker
+
+#: heartbeat settings used when no spec is at hand (reading a study); the spec's [study] fields win
+DEFAULT_HEARTBEAT_INTERVAL_S = 20
+DEFAULT_HEARTBEAT_GRACE_S = 60
+
+
+def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL_S,
+                 heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> optuna.storages.BaseStorage:
+    """RDB storage with heartbeats (trials of dead workers are failed, then re-run up to
+    ``max_retries`` times) and a patient SQLite lock."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    last: Exception | None = None
+    for attempt in range(5):  # workers starting together race to create the schema: retry
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+                return optuna.storages.RDBStorage(absolute_sqlite(url), engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
+                                                  heartbeat_stale_trial_callback=retry)
+        except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
+            last = err
+            if "UNIQUE constraint" not in str(err) and "already exists" not in str(err) and "locked" not in str(err):
+                break
+            time.sleep(0.2 * (attempt + 1))
+    raise StoreError(f"--storage {url!r}: cannot open the Optuna storage: {str(last).splitlines()[0]}") from None
+
+
+def storage_for(spec: StudySpec, url: str) -> optuna.storages.BaseStorage:
+    """:func:`make_storage` with the spec's retry and heartbeat settings."""
+    s = spec.study
+    return make_storage(url, max_retries=s.max_retries, heartbeat_interval=s.heartbeat_interval,
+                        heartbeat_grace=s.heartbeat_grace)
+
+
+def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """Create the study or load it (resume); its direction must match the spec.
+    Returns the study and whether this call created it (exactly one process does)."""
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                                    pruner=make_pruner(spec), sampler=ProcessSampler(spec))
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec),
+                                  sampler=ProcessSampler(spec))
+        created = False
+    if study.direction.name.lower() != spec.direction:
+        raise SpecError(spec.path, "[study].direction", f"{spec.direction!r}, but study {spec.name!r} in the "
+                        f"storage was created with {study.direction.name.lower()!r}; allowed: the same "
+                        "direction, or another [study].name / --study-name")
+    return study, created
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The names of the studies in a storage."""
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
+    """Fail trials left RUNNING by a dead process, and end their MLflow runs as KILLED.
+
+    A trial started on this host whose process is gone is failed at once; trials of other
+    hosts are failed by Optuna once their heartbeat is older than the grace period.
+    Returns the numbers of the trials whose records were repaired.
+    """
+    from nnstudy.tracking import is_missing_run
+
+    storage = study._storage
+    host = platform.node()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = t.user_attrs.get(ATTR_PID)
+        if t.user_attrs.get(ATTR_HOST) == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+            storage.set_trial_user_attr(t._trial_id, ATTR_FAIL_REASON, "worker-died")
+            if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                callback = None
+                if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat):
+                    callback = storage.get_heartbeat_stale_trial_callback()
+                if callback is not None:  # the same retry as for a stale heartbeat
+                    callback(study, storage.get_trial(t._trial_id))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    repaired = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = run_id_of(t, study.user_attrs)
+        if not run_id or t.user_attrs.get(ATTR_FAIL_REASON) not in (None, "worker-died"):
+            continue  # failures nnstudy recorded itself already ended their MLflow run
+        try:
+            if tracker.run_status(run_id) == "RUNNING":
+                tracker.end_run(run_id, "KILLED", {TAG_FAIL_REASON: "worker-died"})
+                repaired.append(t.number)
+        except Exception as err:
+            if not is_missing_run(err):  # a run deleted from MLflow has nothing to end
+                raise
+    return repaired

@@ -1,0 +1,119 @@
+"""The study's MLflow parent run: made once with the study files, the best trial written on it, ended last."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from nnstudy.contract import (
+    ATTR_RUN_ID,
+    STUDY_EXPERIMENT,
+    STUDY_PARENT_RUN,
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
+    TAG_OPTUNA_STORAGE,
+    study_run_id_key,
+)
+from nnstudy.data import prepare
+from nnstudy.parent import _wait_for_parent, finish_parent, log_report, open_parent, update_parent_run
+from nnstudy.spec import parse_spec
+from nnstudy.store import Store
+from nnstudy.tracking import Tracker
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def _artifacts(tracker: Tracker, run_id: str, path: str) -> list[str]:
+    return sorted(Path(f.path).name for f in tracker.client.list_artifacts(run_id, path))
+
+
+def test_open_parent_records_the_study_files_and_attributes(recorded_study: Callable[..., Any],
+                                                            tmp_path: Path) -> None:
+    rs = recorded_study()
+    assert rs.study.user_attrs[STUDY_PARENT_RUN] == rs.parent_id
+    assert rs.study.user_attrs[STUDY_EXPERIMENT] == rs.experiment_id
+    assert _artifacts(rs.tracker, rs.parent_id, "study") == ["data.json", "preprocessing.json", "spec.json"]
+    spec_file = rs.tracker.client.download_artifacts(rs.parent_id, "study/spec.json", str(tmp_path))
+    assert parse_spec(json.loads(Path(spec_file).read_text())).to_dict() == rs.spec.to_dict()
+    data_file = rs.tracker.client.download_artifacts(rs.parent_id, "study/data.json", str(tmp_path))
+    assert json.loads(Path(data_file).read_text()) == prepare(rs.spec).summary()
+    run = rs.tracker.client.get_run(rs.parent_id)
+    assert run.data.params["sampler"] == rs.spec.study.sampler and run.data.params["seed"] == str(rs.spec.study.seed)
+    assert run.data.tags[TAG_OPTUNA_STORAGE] == rs.storage
+
+
+def test_open_parent_again_keeps_the_one_parent(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    store = Store(rs.storage, rs.tracking_uri, rs.tracker.artifact_root)
+    again = open_parent(rs.spec, store, rs.study, created=False, tracker=rs.tracker, experiment_id=rs.experiment_id,
+                        data=prepare(rs.spec), env={})
+    assert again == rs.parent_id
+    parents = rs.tracker.client.search_runs([rs.experiment_id], "tags.`nnstudy.role` = 'study'")
+    assert [r.info.run_id for r in parents] == [rs.parent_id]
+
+
+def test_waiting_for_the_parent_of_another_process(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    assert _wait_for_parent(rs.study, timeout_s=1.0) == rs.parent_id
+    empty = optuna.create_study(storage=rs.study._storage, study_name="nobody-made-a-parent")
+    assert _wait_for_parent(empty, timeout_s=0.6) is None
+
+
+def test_update_parent_run_writes_the_best_trial(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    first = rs.add(0.5, {"learning_rate": 0.01, "optimizer": "adam"})
+    update_parent_run(rs.tracker, rs.parent_id, rs.study.best_trial, rs.study.user_attrs)
+    second = rs.add(0.3, {"learning_rate": 0.002, "optimizer": "sgd"})
+    update_parent_run(rs.tracker, rs.parent_id, rs.study.best_trial, rs.study.user_attrs)
+    run = rs.tracker.client.get_run(rs.parent_id)
+    assert run.data.tags[TAG_BEST_RUN] == second.user_attrs[ATTR_RUN_ID] != first.user_attrs[ATTR_RUN_ID]
+    assert run.data.tags[TAG_BEST_TRIAL] == str(second.number)
+    assert run.data.tags["best.learning_rate"] == "0.002" and run.data.tags["best.optimizer"] == "sgd"
+    history = rs.tracker.client.get_metric_history(rs.parent_id, "best_value")
+    assert sorted(m.value for m in history) == [0.3, 0.5]  # one point per call: the optimization history
+
+
+def test_update_parent_run_links_a_synced_run(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    trial = rs.add(0.4, {"learning_rate": 0.01, "optimizer": "adam"}, run=False)
+    rs.study.set_user_attr(study_run_id_key(trial.number), "synced-run")
+    update_parent_run(rs.tracker, rs.parent_id, rs.study.best_trial, rs.study.user_attrs)
+    assert rs.tracker.client.get_run(rs.parent_id).data.tags[TAG_BEST_RUN] == "synced-run"
+
+
+def test_finish_parent_waits_for_running_trials(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    running = rs.study.ask()
+    finish_parent(rs.study, rs.tracker, rs.parent_id, "val_loss")
+    assert rs.tracker.run_status(rs.parent_id) == "RUNNING"  # another process still runs a trial
+    assert _artifacts(rs.tracker, rs.parent_id, "report")  # the report so far is there
+    rs.study.tell(running, state=optuna.trial.TrialState.FAIL)
+    finish_parent(rs.study, rs.tracker, rs.parent_id, "val_loss")
+    assert rs.tracker.run_status(rs.parent_id) == "FINISHED"
+
+
+def test_a_report_that_cannot_be_written_is_a_warning(recorded_study: Callable[..., Any], free_port: int,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    rs = recorded_study()
+    rs.add(0.4, {"learning_rate": 0.01, "optimizer": "adam"})
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    log_report(rs.study, Tracker(f"http://127.0.0.1:{free_port}"), "0" * 32, "val_loss")  # a server that is down
+    assert "warning: the study report could not be written" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_finish_parent_logs_the_report_and_ends_the_run(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    for i in range(3):
+        rs.add(0.5 - 0.1 * i, {"learning_rate": 0.01 * (i + 1), "optimizer": ["adam", "sgd"][i % 2]})
+    finish_parent(rs.study, rs.tracker, rs.parent_id, "val_loss")
+    report = _artifacts(rs.tracker, rs.parent_id, "report")
+    assert {"trials.csv", "best_params.json", "optimization_history.png", "learning_curves.png"} <= set(report)
+    assert rs.tracker.run_status(rs.parent_id) == "FINISHED"

@@ -1,0 +1,125 @@
+"""The Optuna storage: heartbeats from the spec, opening a study, repairing trials of dead workers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nnstudy.contract import ATTR_FAIL_REASON, ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAIL_REASON
+from nnstudy.errors import SpecError, StoreError
+from nnstudy.sampling import ProcessSampler
+from nnstudy.spec import StudySpec
+from nnstudy.storage import make_storage, open_study, recover_stale_trials, storage_for, study_names
+from nnstudy.tracking import Tracker
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_storage_for_uses_the_specs_heartbeat_and_retries(tmp_path: Path, tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec(study={"heartbeat_interval": 7, "heartbeat_grace": 31, "max_retries": 3})
+    storage = storage_for(spec, f"sqlite:///{tmp_path}/optuna.db")
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert (storage.heartbeat_interval, storage.grace_period) == (7, 31)
+    callback = storage.get_heartbeat_stale_trial_callback()
+    assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback) and callback._max_retry == 3
+
+
+def test_make_storage_defaults_and_relative_sqlite_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = make_storage("sqlite:///rel.db")
+    assert (storage.heartbeat_interval, storage.grace_period) == (20, 60)
+    assert (tmp_path / "rel.db").exists()
+
+
+def test_make_storage_of_an_unusable_url_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"--storage 'sqlite:///.*': cannot open the Optuna storage"):
+        make_storage(f"sqlite:///{tmp_path}/no/such/folder/optuna.db")
+
+
+def test_open_study_creates_once_then_loads(tmp_path: Path, tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec()
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    first, created = open_study(spec, storage_for(spec, url))
+    first.add_trial(optuna.trial.create_trial(value=1.0))
+    again, created_again = open_study(spec, storage_for(spec, url))
+    assert (created, created_again) == (True, False)
+    assert len(again.trials) == 1 and isinstance(again.sampler, ProcessSampler)
+    assert study_names(storage_for(spec, url)) == [spec.name]
+
+
+def test_open_study_refuses_a_direction_change(tmp_path: Path, tiny_spec: Callable[..., StudySpec]) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    open_study(tiny_spec(), make_storage(url))
+    maximized = tiny_spec(study={"metric": "val_accuracy"})
+    with pytest.raises(SpecError, match=r"\[study\]\.direction: 'maximize', but study 'tiny' in the storage was "
+                                        r"created with 'minimize'; allowed:") as err:
+        open_study(maximized, make_storage(url))
+    assert err.value.exit_code == 2
+
+
+def _running_trial(study: optuna.Study, tracker: Tracker, pid: int, host: str) -> tuple[int, str]:
+    experiment = tracker.experiment(study.study_name)
+    trial = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})
+    run_id = tracker.create_child_run(experiment, None, study.study_name, trial.number, params={}, tags={})
+    for key, value in ((ATTR_PID, pid), (ATTR_HOST, host), (ATTR_RUN_ID, run_id)):
+        trial.set_user_attr(key, value)
+    return trial.number, run_id
+
+
+def test_recover_fails_a_dead_workers_trial_ends_its_run_and_queues_a_retry(
+        tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec(study={"max_retries": 1})
+    study, _ = open_study(spec, storage_for(spec, f"sqlite:///{tmp_path}/optuna.db"))
+    dead, dead_run = _running_trial(study, tracker, _dead_pid(), platform.node())
+    alive_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive, alive_run = _running_trial(study, tracker, alive_proc.pid, platform.node())
+        elsewhere, elsewhere_run = _running_trial(study, tracker, _dead_pid(), "another-host")
+        assert recover_stale_trials(study, tracker) == [dead]
+    finally:
+        alive_proc.kill()
+        alive_proc.wait()
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[dead].state == optuna.trial.TrialState.FAIL
+    assert trials[dead].user_attrs[ATTR_FAIL_REASON] == "worker-died"
+    run = tracker.client.get_run(dead_run)
+    assert run.info.status == "KILLED" and run.data.tags[TAG_FAIL_REASON] == "worker-died"
+    for number, run_id in ((alive, alive_run), (elsewhere, elsewhere_run)):  # a live pid; another host's pid
+        assert trials[number].state == optuna.trial.TrialState.RUNNING
+        assert tracker.run_status(run_id) == "RUNNING"
+    retries = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(retries) == 1 and retries[0].params == trials[dead].params  # max_retries = 1: one re-run queued
+
+
+def test_recover_is_a_no_op_the_second_time_and_skips_runs_deleted_from_mlflow(
+        tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec(study={"max_retries": 0})
+    study, _ = open_study(spec, storage_for(spec, f"sqlite:///{tmp_path}/optuna.db"))
+    _, deleted_run = _running_trial(study, tracker, _dead_pid(), platform.node())
+    tracker.client.delete_run(deleted_run)
+    tracker.client._tracking_client.store._hard_delete_run(deleted_run)  # gone from MLflow altogether
+    assert recover_stale_trials(study, tracker) == []
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL]  # max_retries = 0: no re-run
+    assert recover_stale_trials(study, tracker) == []
+
+
+def test_own_running_trial_is_left_alone(tmp_path: Path, tracker: Tracker,
+                                         tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec()
+    study, _ = open_study(spec, storage_for(spec, f"sqlite:///{tmp_path}/optuna.db"))
+    _running_trial(study, tracker, os.getpid(), platform.node())
+    assert recover_stale_trials(study, tracker) == []
+    assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
