@@ -35,12 +35,15 @@ def run_study(spec: StudySpec, **options: Any) -> StudyOutcome:
 
 
 def validate(spec: StudySpec) -> dict[str, Any]:
-    """Check a spec and its data without writing anything; returns a summary."""
+    """Check a spec, its data and its model (built for the largest configuration of the space and
+    run on two rows, without training) without writing anything; returns a summary."""
     from nnstudy.data import prepare
+    from nnstudy.model import check_model
 
     data = prepare(spec)
+    model = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     return {"study": spec.name, "direction": spec.direction, "metric": spec.study.metric,
-            "searched": spec.space.searched, "data": data.summary()}
+            "searched": spec.space.searched, "data": data.summary(), "model": model}
 
 
 def open_study(study_name: str | None = None, *, storage: str | None = None,

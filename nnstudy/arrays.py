@@ -75,7 +75,8 @@ def _read_npz(path: Path, wanted: tuple[tuple[str, str], ...], spec_file: Any) -
         try:
             loaded = np.load(handle, allow_pickle=False)
         except _READ_ERRORS as exc:
-            raise DataError(path, f"not a valid .npz archive ({_first_line(exc)}); allowed: a file written by "
+            why = "not a zip archive" if "pickled" in str(exc) else _first_line(exc)  # numpy's guess: a pickle
+            raise DataError(path, f"not a valid .npz archive ({why}); allowed: a file written by "
                             "numpy.savez or numpy.savez_compressed") from None
         if isinstance(loaded, np.ndarray):
             raise DataError(path, "holds a single .npy array; allowed: a .npz archive with arrays for x and y "

@@ -105,6 +105,8 @@ class ModelFactory:
     target_mean: float | None = None
     _template: LayerTemplate | None = field(default=None, init=False)
     _builder: Callable[..., Any] | None = field(default=None, init=False)
+    #: the parameters of the last model built: the [search] values it used, plus a builder's ``hp.values``
+    last_params: dict[str, Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         model = self.spec.model
@@ -125,6 +127,7 @@ class ModelFactory:
         keras.backend.clear_session(free_memory=False)  # the study runs gc.collect() once after each trial
         keras.utils.set_random_seed(seed)
         compiled_with: tuple[Any, Any] = (None, None)
+        self.last_params = dict(params)
         if self._template is not None:
             body = self._template.build(params, self.input_shape, file=self.spec.path,
                                         max_layers=self.spec.model.max_layers, max_params=self.spec.model.max_params)
@@ -132,8 +135,13 @@ class ModelFactory:
                                       output_layer(self.task, self.n_classes, self.target_mean)], name="nnstudy_layers")
             self._check_output(model)
         elif self._builder is not None:
-            model = self._from_builder(trial)
             from nnstudy.builder import is_compiled
+            from nnstudy.spec import BUILDER_SEARCH
+
+            model, asked = self._from_builder(trial)
+            # a builder's model uses [search] only for the optimizer and batches; its hp values win
+            self.last_params = {**{k: params[k] for k in BUILDER_SEARCH}, **asked}
+            params = self.last_params
 
             if is_compiled(model):
                 compiled_with = (model.optimizer, model.loss)
@@ -144,17 +152,18 @@ class ModelFactory:
                       optimizer=compiled_with[0], loss=compiled_with[1])
         return model
 
-    def _from_builder(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> keras.Model:
+    def _from_builder(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> tuple[keras.Model, dict[str, Any]]:
         from nnstudy.builder import ModelInfo, call_builder
         from nnstudy.hyperparameters import HyperParameters
 
         assert self._builder is not None
         info = ModelInfo(self.input_shape, n_outputs(self.task, self.n_classes), self.task)
-        model = call_builder(self._builder, HyperParameters.from_trial(trial), info)
+        hp = HyperParameters.from_trial(trial)
+        model = call_builder(self._builder, hp, info)
         if not model.built:
             model.build((None, *self.input_shape))
         self._check_output(model)
-        return model
+        return model, dict(hp.values)
 
     def _check_output(self, model: keras.Model) -> None:
         from nnstudy.errors import SpecError
@@ -168,6 +177,59 @@ class ModelFactory:
                             f"a {self.task} task ({OUTPUTS[self.task][0]} output)")
 
 
+def check_model(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_classes: int,
+                x_sample: Any) -> dict[str, Any]:
+    """Build the spec's model for one configuration (the largest of the space; a builder's: one it
+    samples) and run it on a few rows, without training, so that a model that cannot be built is
+    refused before anything is written. Returns the kind of model, its layer and weight counts."""
+    import optuna
+
+    from nnstudy.errors import SpecError, UserInputError
+
+    factory = ModelFactory(spec, input_shape, task, n_classes)
+    space = spec.space
+    trial: optuna.Trial | optuna.trial.FixedTrial
+    if factory.kind == "builder":
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.study.seed))
+        trial = study.ask()
+        params = space.suggest(trial)
+    else:
+        params = space.largest()
+        trial = optuna.trial.FixedTrial(params)
+        if factory.kind == "mlp":
+            _check_mlp_size(spec, params, int(math.prod(input_shape)), n_outputs(task, n_classes))
+    model = factory.build(params, trial, seed=spec.study.seed)
+    where = {"builder": "[model].builder", "layers": "[model].layers"}.get(factory.kind, "[search]")
+    try:
+        model(x_sample, training=False)
+    except UserInputError:
+        raise
+    except Exception as err:  # Keras raises many kinds for inputs a model cannot take
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SpecError(spec.path, where, f"the model cannot take the data's inputs of shape "
+                        f"{(None, *input_shape)}: {first[:300]}") from None
+    return {"kind": factory.kind, "layers": len(model.layers), "n_params": int(model.count_params()),
+            "checked_params": factory.last_params}
+
+
+def _check_mlp_size(spec: StudySpec, params: dict[str, Any], n_inputs: int, n_out: int) -> None:
+    """The built-in MLP's layer and weight counts against ``[model].max_layers``/``max_params``."""
+    from nnstudy.errors import SpecError
+
+    depth, units, limit = int(params["depth"]), int(params["units"]), spec.model.max_params
+    n_layers = depth * 2 + 1
+    if n_layers > spec.model.max_layers:
+        raise SpecError(spec.path, "[search].depth", f"depth {depth} makes {n_layers:,} layers, over the limit of "
+                        f"{spec.model.max_layers:,}; allowed: at most {(spec.model.max_layers - 1) // 2:,} hidden "
+                        "layers (or raise [model].max_layers)")
+    widths = [n_inputs] + [units] * depth + [n_out]
+    weights = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    if weights > limit:
+        raise SpecError(spec.path, "[search].units", f"depth {depth} x {units} units make {weights:,} weights, over "
+                        f"the limit of {limit:,}; allowed: at most {limit:,} weights (fewer units or layers, or "
+                        "raise [model].max_params)")
+
+
 def model_summary(model: keras.Model) -> str:
     """Keras' text summary of a model (layers, output shapes, parameter counts)."""
     lines: list[str] = []
@@ -175,5 +237,5 @@ def model_summary(model: keras.Model) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["OUTPUTS", "ModelFactory", "build_model", "compile_model", "make_optimizer", "model_summary",
-           "n_outputs", "output_layer"]
+__all__ = ["OUTPUTS", "ModelFactory", "build_model", "check_model", "compile_model", "make_optimizer",
+           "model_summary", "n_outputs", "output_layer"]

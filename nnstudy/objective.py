@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, NoReturn, Union
 
 import optuna
 
@@ -142,21 +142,28 @@ class Objective:
         trial.set_user_attr(ATTR_SEED, seed)
         trial.set_user_attr(ATTR_PID, os.getpid())
         trial.set_user_attr(ATTR_HOST, platform.node())
-        rec = self.runs.start(trial.number, params={**params, **self.fixed_params(), "seed": seed},
-                              tags={**self.run_tags, TAG_DEVICE: self.device, TAG_DATA_DIGEST: self.data.digest,
-                                    **retry_tags})
-        self.last_recorder, self.last_result = rec, None
-        if rec.run_id is not None:
-            trial.set_user_attr(ATTR_RUN_ID, rec.run_id)
-            if TAG_RETRY_OF_RUN in retry_tags:
-                self.runs.tracker.client.set_tag(retry_tags[TAG_RETRY_OF_RUN], TAG_RETRIED_BY, rec.run_id)
-        too_big = _ran_out_of_memory_before(trial, params) if isinstance(trial, optuna.Trial) else None
+        self.last_recorder, self.last_result = None, None
+        too_big = None
+        if isinstance(trial, optuna.Trial) and self.models.kind != "builder":
+            too_big = _ran_out_of_memory_before(trial, params)
         if too_big is not None:
             # tell the sampler without training: a pruned trial with no epochs ranks below every other
+            rec = self._start(trial, params, seed, retry_tags)
             trial.set_user_attr(ATTR_FAIL_REASON, "out-of-memory-predicted")
             self._finish(trial, rec, "KILLED", {}, {TAG_FAIL_REASON: "out-of-memory-predicted",
                                                    TAG_LARGER_THAN: str(too_big)})
             raise optuna.TrialPruned(f"at least as large as trial {too_big}, which ran out of memory")
+        assert self.pipeline is not None
+        start = time.perf_counter()
+        try:
+            model = self.models.build(params, trial, seed=seed,
+                                      steps_per_execution=self.pipeline.steps_per_execution(int(params["batch_size"])))
+            params = self.models.last_params  # a builder's hp values are known once it has run
+        except BaseException as err:
+            self._failed(trial, self._start(trial, params, seed, retry_tags), err)
+        built_s = time.perf_counter() - start
+        rec = self._start(trial, params, seed, retry_tags)
+        self._log_model(trial, rec, model)
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
             rec.log_epoch(epoch, logs)
@@ -168,35 +175,42 @@ class Objective:
             trial.report(value, epoch)
             return trial.should_prune()
 
-        assert self.pipeline is not None
         try:
-            start = time.perf_counter()
-            model = self.models.build(params, trial, seed=seed,
-                                      steps_per_execution=self.pipeline.steps_per_execution(int(params["batch_size"])))
-            built_s = time.perf_counter() - start
-            asked = {k: v for k, v in trial.params.items() if k not in params}  # a builder's own parameters
-            if asked:
-                params = {**params, **asked}
-                rec.log_params(asked)
-            self._log_model(trial, rec, model)
             result = train(self.data, params, spec.train, model=model, metric=metric, direction=spec.direction,
                            seed=seed, pipeline=self.pipeline, on_epoch=on_epoch)
-            result.duration_s += built_s
-        except UserInputError as err:  # this configuration cannot be built (a shape that does not fit, ...)
-            trial.set_user_attr(ATTR_FAIL_REASON, "model-error")
-            self._finish(trial, rec, "FAILED", {}, {TAG_FAIL_REASON: "model-error", TAG_ERROR: str(err)[:4000]})
-            raise TrialFailed("model-error", str(err)) from None
         except BaseException as err:
-            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
-            reason = "interrupted" if interrupted else ("out-of-memory" if is_out_of_memory(err) else "error")
-            trial.set_user_attr(ATTR_FAIL_REASON, reason)
-            self._finish(trial, rec, "KILLED" if interrupted else "FAILED", {},
-                         {TAG_FAIL_REASON: reason, TAG_ERROR: f"{type(err).__name__}: {err}"[:4000]})
-            if reason == "out-of-memory":
-                raise TrialFailed(reason, f"{type(err).__name__}: {err}"[:500]) from err
-            raise
+            self._failed(trial, rec, err)
+        result.duration_s += built_s
         self.last_result = result
         return self._record(trial, rec, params, result)
+
+    def _start(self, trial: TrialLike, params: dict[str, Any], seed: int, retry_tags: dict[str, str]) -> RunRecorder:
+        """Open the trial's run with every parameter (searched, fixed and the seed)."""
+        rec = self.runs.start(trial.number, params={**params, **self.fixed_params(), "seed": seed},
+                              tags={**self.run_tags, TAG_DEVICE: self.device, TAG_DATA_DIGEST: self.data.digest,
+                                    **retry_tags})
+        self.last_recorder = rec
+        if rec.run_id is not None:
+            trial.set_user_attr(ATTR_RUN_ID, rec.run_id)
+            if TAG_RETRY_OF_RUN in retry_tags:
+                self.runs.tracker.client.set_tag(retry_tags[TAG_RETRY_OF_RUN], TAG_RETRIED_BY, rec.run_id)
+        return rec
+
+    def _failed(self, trial: TrialLike, rec: RunRecorder, err: BaseException) -> NoReturn:
+        """Record why building or training stopped, and raise what the study should see: a model that
+        cannot be built or that ran out of memory fails this trial only (the study goes on)."""
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        if isinstance(err, UserInputError):  # this configuration cannot be built (a shape that does not fit, ...)
+            reason, detail = "model-error", str(err)
+        else:
+            reason = "interrupted" if interrupted else ("out-of-memory" if is_out_of_memory(err) else "error")
+            detail = f"{type(err).__name__}: {err}"
+        trial.set_user_attr(ATTR_FAIL_REASON, reason)
+        self._finish(trial, rec, "KILLED" if interrupted else "FAILED", {},
+                     {TAG_FAIL_REASON: reason, TAG_ERROR: detail[:4000]})
+        if reason in ("model-error", "out-of-memory"):
+            raise TrialFailed(reason, detail[:500]) from err
+        raise err
 
     def _log_model(self, trial: TrialLike, rec: RunRecorder, model: Any) -> None:
         """The model's size (metric and attribute ``n_params``) and its summary (``model/summary.txt``)."""

@@ -121,11 +121,14 @@ def write_pending(target: RunTarget, trial_number: int, pending: dict[str, Any])
     run_id = pending.get("run_id")
     if run_id:
         try:
-            tracker.client.get_run(run_id)
+            if tracker.client.get_run(run_id).info.lifecycle_stage != "active":
+                run_id = None  # deleted in the UI: MLflow refuses to log to it
         except Exception as err:
             if not is_missing_run(err):
                 raise
             run_id = None
+    if not run_id:  # a sync that stopped after making the run but before storing its id made it already
+        run_id = tracker.find_child_run(target.experiment_id, target.study_name, trial_number, target.role)
     if not run_id:
         run_id = tracker.create_child_run(target.experiment_id, target.parent_run_id, target.study_name,
                                           trial_number, role=target.role, params=pending.get("params", {}),

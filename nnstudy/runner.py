@@ -17,6 +17,7 @@ from nnstudy.context import StudyContext, open_context
 from nnstudy.contract import STUDY_PARENT_PENDING
 from nnstudy.data import PreparedData, prepare
 from nnstudy.enqueue import enqueue
+from nnstudy.model import check_model
 from nnstudy.errors import StudyInterrupted
 from nnstudy.parent import finish_parent
 from nnstudy.progress import StudyProgress
@@ -61,7 +62,8 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
         StudyInterrupted: Ctrl-C / SIGTERM; finished trials are kept, the running ones are FAIL.
     """
     store = resolve_store(storage, tracking_uri)
-    data = prepare(spec)  # validates the data before any store exists
+    data = prepare(spec)  # validates the data and the model before any store exists
+    check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
     store.check_databases()

@@ -19,6 +19,7 @@ ENVIRONMENT = {
     # a tracking server that stops answering costs seconds, not minutes of retries: records are kept for `sync`
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # read when MLflow is imported: no "Creating initial database tables"
 }
 
 
@@ -37,7 +38,7 @@ def configure(backend: str | None = None, *, import_keras: bool = False) -> None
         os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     warnings.filterwarnings("ignore", message=".*experimental.*")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # if MLflow was imported already
     import optuna  # its logger sets itself to INFO when first used: set the level through optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

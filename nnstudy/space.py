@@ -277,6 +277,22 @@ class SearchSpace:
                                                    step=dim.step, log=dim.log)
         return params
 
+    def largest(self) -> Params:
+        """The configuration with the largest value of every numeric parameter (the first choice of
+        the others): the biggest model the space can build, to check before a study starts."""
+        params: Params = {}
+        for name, dim in self.dimensions.items():
+            if isinstance(dim, Fixed):
+                params[name] = dim.value
+            elif isinstance(dim, Choice):
+                numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in dim.values)
+                params[name] = max(dim.values) if numeric else dim.values[0]
+            else:
+                step = dim.step or (1 if self.param_def(name).kind == "int" else None)
+                high = dim.low + math.floor((dim.high - dim.low) / step + 1e-9) * step if step else dim.high
+                params[name] = int(high) if self.param_def(name).kind == "int" else float(high)
+        return params
+
     def check_params(self, params: dict[str, Any], file: Any, field: str) -> None:
         """Reject a configuration (an ``[[enqueue]]`` entry) that lies outside this space."""
         for name, value in params.items():

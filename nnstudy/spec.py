@@ -204,6 +204,8 @@ class StudySpec(BaseModel):
         data["study"]["name"] = self.name
         data["study"]["direction"] = self.direction
         data["search"] = self.space.to_dict()
+        if self.model.builder is not None:  # a builder's own parameters are its business
+            data["search"] = {k: v for k, v in data["search"].items() if k in BUILDER_SEARCH}
         source = Path(self.data.source)
         if not self.data.is_builtin and not source.is_absolute():
             data["data"]["source"] = str((self.base_dir / source).resolve())

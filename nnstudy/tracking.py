@@ -132,6 +132,13 @@ class Tracker:
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
         return run_id
 
+    def find_child_run(self, experiment_id: str, study_name: str, trial_number: int, role: Role = ROLE_TRIAL) -> str | None:
+        """The active run of a trial (or of its reproduction), if one exists."""
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_STUDY}` = '{study_name}' and tags.`{TAG_ROLE}` = '{role}' "
+                                           f"and tags.`{TAG_TRIAL}` = '{trial_number}'", max_results=1)
+        return str(found[0].info.run_id) if found else None
+
     def end_run(self, run_id: str, status: RunStatus, tags: dict[str, str] | None = None) -> None:
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -137,7 +137,13 @@ class RecordedStudy:
             run: bool = True) -> optuna.trial.FrozenTrial:
         """Add a finished trial (``params``: learning_rate and optimizer) and its child run, whose
         curves, summary and status follow the trial."""
-        from nnstudy.contract import ATTR_BEST_EPOCH, ATTR_RUN_ID, ATTR_SEED, ATTR_STOPPED_EPOCH, trial_seed
+        from nnstudy.contract import (
+            ATTR_BEST_EPOCH,
+            ATTR_RUN_ID,
+            ATTR_SEED,
+            ATTR_STOPPED_EPOCH,
+            trial_seed,
+        )
         from nnstudy.tracking import param_text
 
         number = len(self.study.get_trials(deepcopy=False))

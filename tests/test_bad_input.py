@@ -225,6 +225,86 @@ CASES: list[Case] = [
          names=_data("every_row_has_a_gap.csv")),
     Case("data-infinite-regression-target", "data_infinite_regression_target.toml",
          ("column 'grade'", "infinite target values", ALLOWED), names=_data("inf_target.csv")),
+    # ------------------------------------------------------------------ [model] layers and the built-in MLP's size
+    Case("layer-unknown-type", "models/layer_unknown_type.toml",
+         ("[model].layers[0].type", "'Dense2'", "did you mean 'Dense'", ALLOWED)),
+    Case("layer-lambda-refused", "models/layer_lambda_refused.toml",
+         ("[model].layers[0].type", "'Lambda' is refused", "arbitrary Python code")),
+    Case("layer-input-layer-refused", "models/layer_input_layer.toml",
+         ("[model].layers[0].type", "'InputLayer' is refused", "nnstudy adds")),
+    Case("layer-unknown-argument", "models/layer_unknown_argument.toml",
+         ("[model].layers[0].unit", "unknown argument of Dense", "did you mean 'units'", "allowed: units, activation")),
+    Case("layer-wrong-value-type", "models/layer_wrong_value_type.toml",
+         ("[model].layers[0]", "Dense cannot be made", "units=many", ALLOWED)),
+    Case("layer-conv-on-table", "models/layer_conv_on_table.toml",
+         ("[model].layers[0]", "Conv2D does not fit its input of shape (None, 2)")),
+    Case("layer-flatten-missing", "models/layer_flatten_missing.toml",
+         ("[model].layers", "output has shape (None, 8, 8, 10)", "add a Flatten", "allowed: (None, 10)")),
+    Case("layer-unknown-reference", "models/layer_unknown_reference.toml",
+         ("[model].layers", "'$filterz' refers to no [search] parameter", "did you mean 'filters'", ALLOWED)),
+    Case("layer-unused-custom-parameter", "models/layer_unused_custom_parameter.toml",
+         ("[search].kernel", "used by no layer", ALLOWED)),
+    Case("layer-custom-parameter-without-model", "models/custom_parameter_without_model.toml",
+         ("[search].filters", "unknown parameter", "[model] layers", ALLOWED)),
+    Case("layers-and-builder", "models/layers_and_builder.toml", ("[model].builder", "both layers and builder", ALLOWED)),
+    Case("layers-not-a-list", "models/layers_not_a_list.toml", ("[model].layers", "'Dense'", "allowed: a list")),
+    Case("layer-without-type", "models/layer_without_type.toml", ("[model].layers[0]", "lacks 'type'", ALLOWED)),
+    Case("layer-bad-regularizer-key", "models/layer_bad_regularizer_key.toml",
+         ("[model].layers[0].kernel_regularizer.l3", "unknown key", "allowed: l1, l2")),
+    Case("layer-too-many-weights", "models/layer_too_many_weights.toml",
+         ("[model].layers[1]", "10,000,400,000 weights", "limit of 50,000,000", ALLOWED)),
+    Case("layer-repeat-huge", "models/layer_repeat_huge.toml",
+         ("[model].layers", "100,000 layers", "limit of 500", ALLOWED)),
+    Case("layer-repeat-negative", "models/layer_repeat_negative.toml",
+         ("[model].layers[0].repeat", "-1 is not allowed", ALLOWED)),
+    Case("layer-repeat-float-reference", "models/layer_repeat_float_reference.toml",
+         ("[model].layers[0].repeat", "0.2 is not allowed", "allowed: an integer >= 0")),
+    Case("layer-serialized-class", "models/layer_serialized_class.toml",
+         ("[model].layers[0].kernel_initializer.class_name", "serialization tables are refused", ALLOWED)),
+    Case("model-unknown-key", "models/model_unknown_key.toml", ("[model].layer", "did you mean 'layers'", ALLOWED)),
+    Case("mlp-too-deep", "models/mlp_too_deep.toml", ("[search].depth", "depth 1000", "limit of 500", ALLOWED)),
+    Case("mlp-too-many-weights", "models/mlp_too_many_weights.toml",
+         ("[search].units", "200000 units", "limit of 50,000,000", ALLOWED)),
+    # ------------------------------------------------------------------ [model].builder
+    Case("builder-bad-reference", "models/builder_bad_reference.toml",
+         ("[model].builder", "'good.py'", "FILE.py:FUNCTION", ALLOWED)),
+    Case("builder-missing-file", "models/builder_missing_file.toml",
+         ("[model].builder", "nope.py", "does not exist", ALLOWED)),
+    Case("builder-missing-function", "models/builder_missing_function.toml",
+         ("[model].builder", "no 'biuld'", "did you mean 'build'", ALLOWED)),
+    Case("builder-syntax-error", "models/builder_syntax_error.toml", ("syntax_error.py:3", "SyntaxError"),
+         names="builders/syntax_error.py"),
+    Case("builder-raises-at-import", "models/builder_raises_at_import.toml",
+         ("raises_at_import.py:3", "ZeroDivisionError", "while importing the builder"),
+         names="builders/raises_at_import.py"),
+    Case("builder-raises-in-build", "models/builder_raises_in_build.toml",
+         ("raises_in_build.py:6", "RuntimeError: no model with", "in build()"), names="builders/raises_in_build.py"),
+    Case("builder-returns-functional", "models/builder_returns_functional.toml",
+         ("returns_functional.py", "returned a Functional model", "allowed: a keras.Sequential"),
+         names="builders/returns_functional.py"),
+    Case("builder-output-mismatch", "models/builder_output_mismatch.toml",
+         ("[model].builder", "output has shape (None, 3)", "allowed: (None, 1) for a binary task")),
+    Case("builder-with-grid", "models/builder_with_grid.toml", ("[study].sampler", "'grid' with a [model].builder",
+                                                                ALLOWED)),
+    Case("builder-with-custom-search", "models/builder_with_custom_search.toml",
+         ("[search].units", "not searched with a [model].builder", "allowed: learning_rate, optimizer, batch_size")),
+    # ------------------------------------------------------------------ arrays (.npz) and images
+    Case("npz-missing-file", "models/npz_missing_file.toml", ("[data].source", "nope.npz", "no such file", ALLOWED)),
+    Case("npz-missing-key", "models/npz_missing_key.toml", ("[data].x", "no array 'pixels'", "allowed: the keys present")),
+    Case("npz-length-mismatch", "models/npz_length_mismatch.toml", ("'y' has 50 labels but x has 60 samples", ALLOWED),
+         names=_data("length_mismatch.npz")),
+    Case("npz-object-array", "models/npz_object_array.toml", ("object arrays are not allowed", ALLOWED),
+         names=_data("object_array.npz")),
+    Case("npz-not-a-zip", "models/npz_not_a_zip.toml", ("not a valid .npz archive", "not a zip archive", ALLOWED),
+         names=_data("not_a_zip.npz")),
+    Case("npz-nan-inputs", "models/npz_nan_inputs.toml", ("1 NaN or infinite value", "sample 3", ALLOWED),
+         names=_data("nan_inputs.npz")),
+    Case("npz-one-hot-labels", "models/npz_one_hot_labels.toml", ("shape (60, 2)", "not one-hot", ALLOWED),
+         names=_data("one_hot.npz")),
+    Case("npz-flat-inputs", "models/npz_flat_inputs.toml", ("shape (60,)", "at least one feature", ALLOWED),
+         names=_data("flat_x.npz")),
+    Case("npz-with-target", "models/npz_with_target.toml", ("[data].target", "leave target out", ALLOWED)),
+    Case("table-scale-unit", "models/table_scale_unit.toml", ("[data].scale", "'unit'", "allowed: 'standard'")),
     # ------------------------------------------------------------------ store URIs and the tracking server
     Case("storage-redis", VALID, ("--storage", "'redis://localhost:6379/0'", "unknown scheme redis://",
                                   "allowed: sqlite://"), args=("--storage", "redis://localhost:6379/0"), names=None),
@@ -371,16 +451,21 @@ def test_corpus_has_at_least_55_file_backed_cases() -> None:
 
 def test_every_corpus_spec_is_used_by_a_case() -> None:
     used = {c.spec for c in CASES}
-    specs = {p.name for p in CORPUS.glob("*.toml")}
+    specs = {str(p.relative_to(CORPUS)) for pattern in ("*.toml", "models/*.toml") for p in CORPUS.glob(pattern)}
     assert specs - used == set()
 
 
-def test_every_corpus_data_and_enqueue_file_is_used() -> None:
+def test_every_corpus_data_enqueue_and_builder_file_is_used() -> None:
     text = "\n".join((CORPUS / c.spec).read_text(encoding="utf-8", errors="replace")
                      for c in CASES if (CORPUS / c.spec).is_file())
     text += "\n".join(a for c in CASES for a in c.args)
-    unused = [p.name for folder in ("data", "enqueue") for p in (CORPUS / folder).iterdir() if p.name not in text]
+    unused = [p.name for folder in ("data", "enqueue", "builders") for p in (CORPUS / folder).iterdir()
+              if p.name not in text]
     assert unused == []
+
+
+def test_model_and_array_corpus_has_at_least_30_cases() -> None:
+    assert len([c for c in CASES if c.spec.startswith("models/")]) >= 30
 
 
 def test_the_valid_spec_used_by_argument_cases_is_valid(empty_workdir: Path) -> None:

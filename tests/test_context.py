@@ -9,7 +9,13 @@ import optuna
 import pytest
 
 from nnstudy.context import StudyContext, open_context
-from nnstudy.contract import ATTR_RUN_ID, STUDY_PARENT_PENDING, STUDY_PARENT_RUN, TAG_BEST_RUN, TAG_PARENT
+from nnstudy.contract import (
+    ATTR_RUN_ID,
+    STUDY_PARENT_PENDING,
+    STUDY_PARENT_RUN,
+    TAG_BEST_RUN,
+    TAG_PARENT,
+)
 from nnstudy.spec import StudySpec
 from nnstudy.store import Store
 from nnstudy.tracking import Tracker

@@ -20,7 +20,13 @@ from nnstudy.contract import (
     study_run_id_key,
 )
 from nnstudy.data import prepare
-from nnstudy.parent import _wait_for_parent, finish_parent, log_report, open_parent, update_parent_run
+from nnstudy.parent import (
+    _wait_for_parent,
+    finish_parent,
+    log_report,
+    open_parent,
+    update_parent_run,
+)
 from nnstudy.spec import parse_spec
 from nnstudy.store import Store
 from nnstudy.tracking import Tracker

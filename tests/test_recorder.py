@@ -121,8 +121,6 @@ def test_a_run_deleted_from_mlflow_is_made_again(tracker: Tracker) -> None:
     assert _steps(tracker, again, "loss") == [1, 2] and tracker.run_status(again) == "FINISHED"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: write_pending writes into a run deleted in the MLflow UI (lifecycle "
-                   "'deleted', not gone): MLflow refuses to log to it, so every `nnstudy sync` fails")
 def test_a_run_deleted_in_the_ui_is_made_again(tracker: Tracker) -> None:
     run_id, pending = _went_offline_mid_trial(tracker)
     tracker.client.delete_run(run_id)  # the UI's delete: the run stays, marked deleted
@@ -130,9 +128,6 @@ def test_a_run_deleted_in_the_ui_is_made_again(tracker: Tracker) -> None:
     assert tracker.client.get_run(again).info.lifecycle_stage == "active"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a pending record whose run was never created (run_id None) gets a "
-                   "new run on every write_pending, so a sync that stops between writing the run and storing its "
-                   "id writes the trial twice")
 def test_writing_an_offline_trials_record_twice_makes_one_run(unreachable: Tracker, tracker: Tracker) -> None:
     rec = _target(unreachable, "1").start(0, params=PARAMS, tags={})
     rec.log_epoch(1, {"loss": 0.5})

@@ -12,11 +12,23 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nnstudy.contract import ATTR_FAIL_REASON, ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAIL_REASON
+from nnstudy.contract import (
+    ATTR_FAIL_REASON,
+    ATTR_HOST,
+    ATTR_PID,
+    ATTR_RUN_ID,
+    TAG_FAIL_REASON,
+)
 from nnstudy.errors import SpecError, StoreError
 from nnstudy.sampling import ProcessSampler
 from nnstudy.spec import StudySpec
-from nnstudy.storage import make_storage, open_study, recover_stale_trials, storage_for, study_names
+from nnstudy.storage import (
+    make_storage,
+    open_study,
+    recover_stale_trials,
+    storage_for,
+    study_names,
+)
 from nnstudy.tracking import Tracker
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")

@@ -21,7 +21,14 @@ from nnstudy.contract import (
     trial_run_name,
 )
 from nnstudy.errors import StoreError
-from nnstudy.tracking import Tracker, TrialRun, check_reachable, environment_tags, is_missing_run, param_text
+from nnstudy.tracking import (
+    Tracker,
+    TrialRun,
+    check_reachable,
+    environment_tags,
+    is_missing_run,
+    param_text,
+)
 
 
 def test_param_text_keeps_floats_exact() -> None:

@@ -1,0 +1,7 @@
+import keras
+
+RATE = 1 / 0
+
+
+def build(hp):
+    return None

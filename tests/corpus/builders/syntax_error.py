@@ -1,0 +1,4 @@
+import keras
+
+def build(hp)
+    return None

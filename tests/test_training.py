@@ -1,0 +1,92 @@
+"""One trial's training: input pipeline settings, divergence, the epoch hook, early stopping, test metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from nnstudy.data import PreparedData, prepare
+from nnstudy.model import ModelFactory
+from nnstudy.spec import StudySpec
+from nnstudy.training import InputPipeline, TrainResult, _best_epoch, train
+
+PARAMS = {"depth": 1, "units": 8, "activation": "relu", "dropout": 0.0, "learning_rate": 0.01, "optimizer": "adam",
+          "batch_size": 16}
+
+
+def _train(spec: StudySpec, params: dict[str, Any], data: PreparedData | None = None, **kwargs: Any) -> TrainResult:
+    data = data or prepare(spec)
+    pipeline = InputPipeline(data, spec.train)
+    model = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean).build(
+        params, optuna.trial.FixedTrial(params), seed=1,
+        steps_per_execution=pipeline.steps_per_execution(int(params["batch_size"])))
+    return train(data, params, spec.train, model=model, metric=spec.study.metric, direction=spec.direction, seed=1,
+                 pipeline=pipeline, **kwargs)
+
+
+def test_steps_per_execution_and_eval_batch_size_reach_the_model(tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec(train={"steps_per_execution": 3, "eval_batch_size": 5})
+    data = prepare(spec)
+    pipeline = InputPipeline(data, spec.train)
+    assert pipeline.uses_tf_data
+    assert pipeline.steps_per_execution(8) == 3  # 72 training rows: 9 batches of 8, capped by the setting
+    assert pipeline.steps_per_execution(64) == 2  # only 2 batches per epoch
+    assert InputPipeline(data, tiny_spec().train).steps_per_execution(8) == 9  # default 50 > 9 batches
+    model = ModelFactory(spec, data.input_shape, data.task).build(PARAMS, optuna.trial.FixedTrial(PARAMS), seed=1,
+                                                                  steps_per_execution=pipeline.steps_per_execution(8))
+    assert model.steps_per_execution == 3
+    batches = [len(x) for x, _ in pipeline.eval_set("val")]
+    assert sum(batches) == len(data.x_val) and max(batches) == 5 and len(batches) == math.ceil(len(data.x_val) / 5)
+
+
+def test_exploding_factor_decides_when_a_growing_loss_diverged(tiny_spec: Callable[..., StudySpec]) -> None:
+    params = {**PARAMS, "optimizer": "sgd", "learning_rate": 100.0}  # far too large: the loss grows every epoch
+    results = {}
+    for factor in (1e3, 1e12):
+        results[factor] = _train(tiny_spec(train={"exploding_factor": factor, "max_epochs": 2}), params)
+    first, second = results[1e3].history["loss"]
+    assert results[1e12].history["loss"] == [first, second]  # the same seed trains the same way
+    assert math.isfinite(second)  # grew, but never NaN: only the factor can call it diverged
+    for factor, result in results.items():
+        assert result.diverged_at == (2 if second > factor * max(first, 1.0) else None)
+    assert results[1e3].diverged_at != results[1e12].diverged_at
+    assert results[1e3].test_metrics == {}  # a diverged model is not evaluated
+
+
+def test_the_epoch_hook_sees_every_epoch_and_can_stop(tiny_spec: Callable[..., StudySpec]) -> None:
+    seen: list[tuple[int, set[str]]] = []
+
+    def hook(epoch: int, logs: dict[str, float]) -> bool:
+        seen.append((epoch, set(logs)))
+        return epoch == 2
+
+    result = _train(tiny_spec(train={"max_epochs": 5}), PARAMS, on_epoch=hook)
+    assert [e for e, _ in seen] == [1, 2] and seen[0][1] >= {"loss", "val_loss", "accuracy", "val_accuracy"}
+    assert (result.stopped_by_hook, result.stopped_epoch, result.diverged_at) == (2, 2, None)
+    assert result.test_metrics == {}  # a pruned model is not evaluated
+
+
+def test_a_finished_training_reports_best_epoch_value_and_test_metrics(tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec(train={"max_epochs": 3})
+    result = _train(spec, PARAMS)
+    val = result.history["val_loss"]
+    assert result.stopped_epoch == len(val) == 3 and not result.early_stopped
+    assert result.best_epoch == val.index(min(val)) + 1 and result.value("val_loss") == min(val)
+    assert set(result.test_metrics) == {"test_loss", "test_accuracy"}
+    assert result.duration_s > 0 and result.model.count_params() == (2 + 1) * 8 + 9
+
+
+def test_best_epoch_is_the_earliest_of_equal_bests() -> None:
+    assert _best_epoch([0.5, 0.3, 0.3, 0.4], "minimize") == 2
+    assert _best_epoch([0.5, 0.9, 0.9], "maximize") == 2
+    assert _best_epoch([math.nan, 0.4, math.inf], "minimize") == 2
+    assert _best_epoch([math.nan], "minimize") == 0
+
+
+def test_value_without_a_finite_epoch_is_nan(tiny_spec: Callable[..., StudySpec]) -> None:
+    result = TrainResult(history={"val_loss": [math.nan]}, best_epoch=0, stopped_epoch=1, early_stopped=False,
+                         diverged_at=1, stopped_by_hook=None, model=None, duration_s=0.0)  # type: ignore[arg-type]
+    assert math.isnan(result.value("val_loss"))
