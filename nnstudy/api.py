@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nnstudy.records import StudyRecords
-    from nnstudy.reproduce import Reproduction
+    from nnstudy.reproduction import Reproduction
     from nnstudy.runner import StudyOutcome
     from nnstudy.spec import StudySpec
 
@@ -80,7 +80,7 @@ def best(records: StudyRecords) -> dict[str, Any]:
 
 def reproduce(records: StudyRecords, *, trial: int | None = None, run_id: str | None = None) -> Reproduction:
     """Re-train a trial (default: the best) through the same trial pipeline and compare the curves."""
-    from nnstudy.reproduce import reproduce as run
+    from nnstudy.reproduction import reproduce as run
 
     if trial is not None and run_id is not None:
         raise UserInputError("give --trial or --run-id, not both")

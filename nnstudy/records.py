@@ -46,8 +46,11 @@ class StudyRecords:
         return parse_spec(raw)
 
     def metric(self) -> str:
-        """The study metric (``val_loss`` when the parent run is missing)."""
-        return self.spec().study.metric if self.parent_run_id else "val_loss"
+        """The study metric, as logged on the parent run (``val_loss`` when the parent run is missing).
+        Read from the run's parameters, not the spec, so that reading a study never loads Keras."""
+        if not self.parent_run_id:
+            return "val_loss"
+        return str(self.client.get_run(self.parent_run_id).data.params.get("metric") or self.spec().study.metric)
 
     def run_id(self, trial: optuna.trial.FrozenTrial) -> str | None:
         return run_id_of(trial, self.study.user_attrs)

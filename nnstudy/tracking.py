@@ -180,7 +180,7 @@ class TrialRun:
     run_id: str
     flush_interval_s: float = FLUSH_INTERVAL_S
     _pending: list[Metric] = field(default_factory=list)
-    _last_flush: float = field(default_factory=time.monotonic)
+    _last_flush: float = -math.inf  # the first epoch is written at once, then at most every flush_interval_s
     logging_s: float = 0.0  # time spent in MLflow calls for epoch metrics
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:

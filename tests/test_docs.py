@@ -112,3 +112,14 @@ def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.Monk
     frame = namespace["frame"]
     assert len(frame) == 3 and {"number", "value", "diagnosis"} <= set(frame.columns)  # type: ignore[attr-defined]
     assert (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+def test_modules_import_only_from_the_rows_above_them_in_the_readme() -> None:
+    block = README.split("### Architecture", 1)[1].split("```\n", 2)[1]
+    rows = [[w.removesuffix(".py") for w in line.split() if w.endswith(".py")] for line in block.splitlines()]
+    row_of = {f"nnstudy.{m}": i for i, names in enumerate(rows) for m in names}
+    modules = {p.stem for p in (ROOT / "nnstudy").glob("*.py")} - {"__init__"}
+    assert {f"nnstudy.{m}" for m in modules} == set(row_of), "every module is in the README's architecture"
+    wrong = {m: sorted(d for d in _imports_of(ROOT / "nnstudy" / f"{m.split('.')[1]}.py") if row_of[d] > row_of[m])
+             for m in row_of}
+    assert {m: d for m, d in wrong.items() if d} == {}

@@ -92,7 +92,7 @@ def test_reproduce_gives_the_same_curve_and_links_runs(study_dir: Path, monkeypa
 
 def test_tolerance_check_and_default_trial_is_the_best(study_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from nnstudy.records import load_records
-    from nnstudy.reproduce import Reproduction
+    from nnstudy.reproduction import Reproduction
 
     monkeypatch.chdir(study_dir)
     records = load_records("survey")
