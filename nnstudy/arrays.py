@@ -7,7 +7,6 @@ with ``allow_pickle=False`` and only when regular (a FIFO is never opened). No K
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nnstudy.errors import DataError, SpecError
-from nnstudy.prepared import PreparedData
+from nnstudy.prepared import PreparedData, split_indices
 from nnstudy.space import did_you_mean
 
 ARRAY_SUFFIXES = (".npz",)  # a .npy holds one array, so it cannot carry both x and y
@@ -201,38 +200,6 @@ def infer_array_task(y: np.ndarray, requested: str, source: str, name: str = "y"
     return kind
 
 
-def split_indices(n: int, y: np.ndarray | None, val_fraction: float, test_fraction: float, seed: int,
-                  source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted train/validation/test row indices, stratified on ``y`` (class ids; None: not stratified).
-    Same semantics as data.py's ``_split``: the test part is cut first (``seed``), then validation
-    (``seed + 1``); stratification is dropped when a class has too few rows."""
-    from sklearn.model_selection import train_test_split
-
-    if not 0 < val_fraction < 1:  # NaN fails too
-        raise DataError(source, f"validation_fraction = {val_fraction!r}; allowed: above 0 and below 1")
-    if not 0 <= test_fraction < 1:
-        raise DataError(source, f"test_fraction = {test_fraction!r}; allowed: 0 or more and below 1")
-    idx = np.arange(n)
-    n_test = round(n * float(test_fraction))
-    n_val = round(n * float(val_fraction))
-    if n - n_test - n_val < 2 or n_val < 1 or (test_fraction > 0 and n_test < 1):
-        raise DataError(source, f"{n} rows are too few for validation_fraction = {val_fraction:g} and "
-                        f"test_fraction = {test_fraction:g}; allowed: at least 2 training rows and 1 validation row")
-
-    def cut(pool: np.ndarray, size: int, rng_seed: int) -> tuple[np.ndarray, np.ndarray]:
-        strata = y[pool] if y is not None else None
-        if strata is not None:
-            _, counts = np.unique(strata, return_counts=True)
-            if counts.min() < 2 or size < len(counts) or len(pool) - size < len(counts):
-                strata = None  # too few rows per class to stratify
-        rest, part = train_test_split(pool, test_size=size, random_state=rng_seed, stratify=strata)
-        return np.sort(rest), np.sort(part)
-
-    pool, test = cut(idx, n_test, seed) if n_test else (idx, idx[:0])
-    train, val = cut(pool, n_val, seed + 1)
-    return train, val, test
-
-
 @dataclass
 class ArrayPreprocessing:
     """Everything needed to turn raw ``x`` into model inputs, as plain JSON-able data.
@@ -332,13 +299,5 @@ def prepare_arrays(x: np.ndarray, y: np.ndarray, *, source: str, task_requested:
                             "has nothing to divide by; allowed: data with a non-zero value (or scale = 'none')")
         pre.max_abs = max_abs
     xs = pre._apply(xf, source)
-    digest = hashlib.sha256(str(xs.shape).encode())
-    for arr in (xs, y_enc, train, val, test):
-        digest.update(np.ascontiguousarray(arr).tobytes())
-    has_test = len(test) > 0
-    return PreparedData(
-        x_train=xs[train], y_train=y_enc[train], x_val=xs[val], y_val=y_enc[val],
-        x_test=xs[test] if has_test else None, y_test=y_enc[test] if has_test else None,
-        task=task, n_classes=len(classes) if task == "multiclass" else 1, preprocessing=pre,
-        source=source, digest=digest.hexdigest()[:16],
-    )
+    return PreparedData.from_split(xs, y_enc, (train, val, test), task=task, n_classes=len(classes), preprocessing=pre,
+                                   source=source, digest_prefix=str(xs.shape).encode())

@@ -8,14 +8,13 @@ again. No Keras, no Optuna, no MLflow.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nnstudy.errors import DataError, SpecError
-from nnstudy.prepared import PreparedData
+from nnstudy.prepared import PreparedData, split_indices
 from nnstudy.preprocessing import Preprocessing, categories_of, check_missing, encode
 from nnstudy.space import did_you_mean
 from nnstudy.spec import StudySpec
@@ -103,7 +102,7 @@ def prepare(spec: StudySpec) -> PreparedData:
         classes = [c.item() if hasattr(c, "item") else c for c in classes]
 
     categories = categories_of(frame[inputs], source)
-    idx_train, idx_val, idx_test = _split(len(frame), y if task != "regression" else None,
+    idx_train, idx_val, idx_test = split_indices(len(frame), y if task != "regression" else None,
                                           section.validation_fraction, section.test_fraction,
                                           spec.study.seed, source)
     x_frame = frame[inputs].reset_index(drop=True)
@@ -126,41 +125,8 @@ def prepare(spec: StudySpec) -> PreparedData:
     pre = Preprocessing(task=task, target=target, input_columns=inputs, categories=categories, impute=impute,
                         feature_names=[str(c) for c in encoded.columns], mean=mean.tolist(),
                         scale=scale.tolist(), classes=classes)
-    digest = hashlib.sha256()
-    for part in (x, y, idx_train, idx_val, idx_test):
-        digest.update(np.ascontiguousarray(part).tobytes())
-    has_test = len(idx_test) > 0
-    return PreparedData(
-        x_train=x[idx_train], y_train=y[idx_train], x_val=x[idx_val], y_val=y[idx_val],
-        x_test=x[idx_test] if has_test else None, y_test=y[idx_test] if has_test else None,
-        task=task, n_classes=len(classes) if task == "multiclass" else 1, preprocessing=pre,
-        source=source, digest=digest.hexdigest()[:16],
-    )
-
-
-def _split(n: int, y: np.ndarray | None, val_fraction: float, test_fraction: float, seed: int,
-           source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(n)
-    n_test = int(round(n * test_fraction))
-    n_val = int(round(n * val_fraction))
-    if n - n_test - n_val < 2 or n_val < 1 or (test_fraction > 0 and n_test < 1):
-        raise DataError(source, f"{n} rows are too few for validation_fraction = {val_fraction:g} and "
-                        f"test_fraction = {test_fraction:g}; allowed: at least 2 training rows and 1 validation row")
-
-    def cut(pool: np.ndarray, size: int, rng_seed: int) -> tuple[np.ndarray, np.ndarray]:
-        strata = y[pool] if y is not None else None
-        if strata is not None:
-            _, counts = np.unique(strata, return_counts=True)
-            if counts.min() < 2 or size < len(counts) or len(pool) - size < len(counts):
-                strata = None  # too few rows per class to stratify
-        rest, part = train_test_split(pool, test_size=size, random_state=rng_seed, stratify=strata)
-        return np.sort(rest), np.sort(part)
-
-    pool, test = cut(idx, n_test, seed) if n_test else (idx, idx[:0])
-    train, val = cut(pool, n_val, seed + 1)
-    return train, val, test
+    return PreparedData.from_split(x, y, (idx_train, idx_val, idx_test), task=task, n_classes=len(classes),
+                                   preprocessing=pre, source=source)
 
 
 def _prepare_arrays(spec: StudySpec) -> PreparedData:

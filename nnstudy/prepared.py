@@ -4,10 +4,13 @@ become them again (tables: :class:`~nnstudy.preprocessing.Preprocessing`; arrays
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from nnstudy.errors import DataError
 
 if TYPE_CHECKING:
     from nnstudy.arrays import ArrayPreprocessing
@@ -30,6 +33,22 @@ class PreparedData:
     source: str
     digest: str  # sha256 of the prepared arrays: equal digests mean equal data
 
+    @classmethod
+    def from_split(cls, x: np.ndarray, y: np.ndarray, split: tuple[np.ndarray, np.ndarray, np.ndarray], *,
+                   task: str, n_classes: int, preprocessing: Preprocessing | ArrayPreprocessing, source: str,
+                   digest_prefix: bytes = b"") -> PreparedData:
+        """The splits of prepared ``x`` and ``y`` by ``split`` (train, validation, test row indices; an
+        empty test part means none), digested: equal digests mean equal data and split."""
+        digest = hashlib.sha256(digest_prefix)
+        for part in (x, y, *split):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        train, val, test = split
+        has_test = len(test) > 0
+        return cls(x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
+                   x_test=x[test] if has_test else None, y_test=y[test] if has_test else None, task=task,
+                   n_classes=n_classes if task == "multiclass" else 1, preprocessing=preprocessing, source=source,
+                   digest=digest.hexdigest()[:16])
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """One example's shape (no batch axis): ``(features,)`` for tables, e.g. ``(8, 8, 1)`` for images."""
@@ -50,3 +69,35 @@ class PreparedData:
             "n_classes": self.n_classes, "train_rows": len(self.x_train), "val_rows": len(self.x_val),
             "test_rows": 0 if self.x_test is None else len(self.x_test), "digest": self.digest,
         }
+
+
+def split_indices(n: int, y: np.ndarray | None, val_fraction: float, test_fraction: float, seed: int,
+                  source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted train/validation/test row indices, stratified on ``y`` (class ids; None: not stratified).
+    The test part is cut first (``seed``), then validation (``seed + 1``); stratification is dropped
+    when a class has too few rows. Tables and arrays are split alike."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < val_fraction < 1:  # NaN fails too
+        raise DataError(source, f"validation_fraction = {val_fraction!r}; allowed: above 0 and below 1")
+    if not 0 <= test_fraction < 1:
+        raise DataError(source, f"test_fraction = {test_fraction!r}; allowed: 0 or more and below 1")
+    idx = np.arange(n)
+    n_test = round(n * float(test_fraction))
+    n_val = round(n * float(val_fraction))
+    if n - n_test - n_val < 2 or n_val < 1 or (test_fraction > 0 and n_test < 1):
+        raise DataError(source, f"{n} rows are too few for validation_fraction = {val_fraction:g} and "
+                        f"test_fraction = {test_fraction:g}; allowed: at least 2 training rows and 1 validation row")
+
+    def cut(pool: np.ndarray, size: int, rng_seed: int) -> tuple[np.ndarray, np.ndarray]:
+        strata = y[pool] if y is not None else None
+        if strata is not None:
+            _, counts = np.unique(strata, return_counts=True)
+            if counts.min() < 2 or size < len(counts) or len(pool) - size < len(counts):
+                strata = None  # too few rows per class to stratify
+        rest, part = train_test_split(pool, test_size=size, random_state=rng_seed, stratify=strata)
+        return np.sort(rest), np.sort(part)
+
+    pool, test = cut(idx, n_test, seed) if n_test else (idx, idx[:0])
+    train, val = cut(pool, n_val, seed + 1)
+    return train, val, test

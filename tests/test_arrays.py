@@ -16,9 +16,9 @@ from nnstudy.arrays import (
     digits_images,
     load_npz,
     prepare_arrays,
-    split_indices,
 )
 from nnstudy.errors import DataError, SpecError
+from nnstudy.prepared import split_indices
 
 
 def prep(x: Any, y: Any, **kw: Any) -> Any:
