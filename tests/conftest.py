@@ -46,6 +46,51 @@ def no_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --------------------------------------------------------------------------- other fixtures
 
+#: the tiny study the end-to-end tests run through the CLI: 3 trials of the course example, 6 epochs at most
+E2E_SPEC: dict[str, dict[str, Any]] = {
+    "study": {"n_trials": 3, "pruner": "none", "seed": 3},
+    "data": {"source": "pass_fail", "n_samples": 300},
+    "train": {"max_epochs": 6, "early_stopping_patience": 3},
+    "search": {"learning_rate": {"low": 1e-3, "high": 1e-1, "log": True}, "optimizer": ["adam", "rmsprop"],
+               "batch_size": [32, 64], "depth": {"low": 1, "high": 2}, "units": [8, 16]},
+}
+
+
+def toml_text(sections: dict[str, dict[str, Any]]) -> str:
+    """A spec as TOML text: one table per section, values as TOML literals (ranges as inline tables)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items()) + "\n"
+                   for name, table in sections.items())
+
+
+@pytest.fixture
+def e2e_spec(tmp_path: Path) -> Callable[..., Path]:
+    """``e2e_spec(name, study={...}, train={...}, ...)``: write :data:`E2E_SPEC` named ``name``, with the
+    given keys of each section replaced, to ``tmp_path / f"{name}.toml"`` and return the path."""
+
+    def write(name: str, **sections: dict[str, Any]) -> Path:
+        raw = copy.deepcopy(E2E_SPEC)
+        raw["study"]["name"] = name
+        for section, values in sections.items():
+            raw.setdefault(section, {}).update(values)
+        path = tmp_path / f"{name}.toml"
+        path.write_text(toml_text(raw), encoding="utf-8")
+        return path
+
+    return write
+
+
 
 #: the tiny study every module test starts from: the course example, 120 rows, 2 epochs, one layer of 8 units
 TINY_SPEC: dict[str, dict[str, Any]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -16,28 +17,6 @@ from nnstudy.cli import cli
 
 pytestmark = pytest.mark.slow
 
-TINY = """
-[study]
-name = "{name}"
-n_trials = 3
-pruner = "none"
-seed = 3
-
-[data]
-source = "pass_fail"
-n_samples = 300
-
-[train]
-max_epochs = 6
-early_stopping_patience = 3
-
-[search]
-learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
-optimizer = ["adam", "rmsprop"]
-batch_size = [32, 64]
-depth = {{ low = 1, high = 2 }}
-units = [8, 16]
-"""
 
 
 def _write(tmp: Path, text: str, name: str = "tiny.toml") -> Path:
@@ -63,8 +42,8 @@ def _child_runs(client: MlflowClient, experiment_id: str) -> list:
     return [r for r in runs if r.data.tags.get("nnstudy.role") == "trial"]
 
 
-def test_study_runs_records_and_resumes(workdir: Path) -> None:
-    spec = _write(workdir, TINY.format(name="tiny"))
+def test_study_runs_records_and_resumes(workdir: Path, e2e_spec: Callable[..., Path]) -> None:
+    spec = e2e_spec("tiny")
     code, out = _run(str(spec))
     assert code == 0, out
     assert "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db" in out
@@ -188,8 +167,8 @@ learning_rate = 1e-3
     assert run.data.tags["nnstudy.fail_reason"] == "diverged"
 
 
-def test_enqueue_file_is_tried_first(workdir: Path) -> None:
-    spec = _write(workdir, TINY.format(name="queued").replace("n_trials = 3", "n_trials = 1"))
+def test_enqueue_file_is_tried_first(workdir: Path, e2e_spec: Callable[..., Path]) -> None:
+    spec = e2e_spec("queued", study={"n_trials": 1})
     queue = workdir / "queue.json"
     queue.write_text(json.dumps([{"learning_rate": 0.05, "optimizer": "rmsprop", "units": 16}]))
     code, out = _run(str(spec), "--enqueue", str(queue))

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,28 +37,6 @@ STUDY = "browser-study"
 HEALTH_TIMEOUT_S = 90.0
 PAGE_TIMEOUT_MS = 30_000
 
-TINY = f"""
-[study]
-name = "{STUDY}"
-n_trials = 2
-pruner = "none"
-seed = 3
-
-[data]
-source = "pass_fail"
-n_samples = 300
-
-[train]
-max_epochs = 4
-early_stopping_patience = 3
-
-[search]
-learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
-optimizer = ["adam", "rmsprop"]
-batch_size = [32, 64]
-depth = {{ low = 1, high = 2 }}
-units = [8, 16]
-"""
 
 
 @dataclass
@@ -123,7 +101,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture
-def ui_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UiStudy]:
+def ui_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, e2e_spec: Callable[..., Path]) -> Iterator[UiStudy]:
     """A tiny finished study in ``tmp_path`` and ``nnstudy ui`` serving it on a free port."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found (CI installs Chromium; this test needs a real browser)")
@@ -131,8 +109,7 @@ def ui_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[UiStud
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    spec = tmp_path / "tiny.toml"
-    spec.write_text(TINY)
+    spec = e2e_spec(STUDY, study={"n_trials": 2}, train={"max_epochs": 4})
     result = CliRunner().invoke(cli, ["run", str(spec), "--no-progress"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
 
