@@ -94,11 +94,14 @@ def predict(records: StudyRecords, input_file: Path, *, trial: int | None = None
     import tempfile
 
     from nnstudy.export import download_bundle
+    from nnstudy.files import regular_file
     from nnstudy.tables import read_table
 
     rec = TrialRecord.from_trial(records.trial(trial), records.study.user_attrs)
     if not rec.model_logged or rec.run_id is None:
         raise StudyNotFoundError(f"trial {rec.number} has no saved model (see [study].keep_models)")
+    regular_file(Path(input_file), field="--input", allowed="a .csv or .parquet file with the columns the model was "
+                 "trained on, or a .npz with its input array x")
     rows: Any
     if Path(input_file).suffix.lower() == ".npz":
         from nnstudy.arrays import load_npz_inputs

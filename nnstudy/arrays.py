@@ -280,6 +280,9 @@ def prepare_arrays(x: np.ndarray, y: np.ndarray, *, source: str, task_requested:
             y_enc = labels.astype(np.float32)
         if not np.isfinite(y_enc).all():
             raise DataError(source, f"array {y_name!r} has infinite or too large labels; allowed: finite numbers")
+        if float(np.ptp(y_enc)) == 0.0:
+            raise DataError(source, f"array {y_name!r} has the same value {float(y_enc[0]):g} in every row: nothing "
+                            "to learn; allowed: targets that vary")
     else:
         uniq = np.unique(labels)
         y_enc = np.searchsorted(uniq, labels).astype(np.float32 if task == "binary" else np.int32)

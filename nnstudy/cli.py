@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,22 +80,22 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
     Several `nnstudy run` processes, on one machine or many, may share a study through the same
     --storage and --tracking-uri: the study and its parent run are created once.
     """
-    from nnstudy import runtime
     from nnstudy.spec import load_spec
 
     overrides = _study_overrides(n_trials=n_trials, timeout=timeout, study_name=study_name, seed=seed,
                                  sampler=sampler, pruner=pruner)
     if backend:
         overrides["train"] = {"backend": backend}
+    _choose_backend(spec, backend, import_keras=True)
     study_spec = load_spec(spec, overrides=overrides)
-    runtime.configure(study_spec.train.backend, import_keras=True)
     from nnstudy.api import run_study
     from nnstudy.enqueue import load_enqueue_file
     from nnstudy.contract import TrialRecord
     from nnstudy.progress import leaderboard
 
     extra = load_enqueue_file(enqueue_file, study_spec) if enqueue_file else []
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    if threading.current_thread() is threading.main_thread():  # (the CLI may be driven from a thread, in tests)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     outcome = run_study(study_spec, storage=storage, tracking_uri=tracking_uri, extra_enqueue=extra,
                         show_progress=not no_progress, workers=workers,
                         gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
@@ -106,6 +107,18 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
         console.print(f"best: trial {best_trial.number}, {study_spec.study.metric} = {best_trial.value:.4f} "
                       f"at epoch {best_trial.best_epoch}")
     console.print(f"MLflow UI: {outcome.store.ui_command()}")
+
+
+def _choose_backend(spec: Path, option: str | None, *, import_keras: bool = False) -> None:
+    """Set the Keras backend (``--backend``, else the spec's ``[train].backend``) before anything imports
+    Keras -- validating ``[model].layers`` does -- and refuse one that is not installed."""
+    from nnstudy import runtime
+    from nnstudy.spec import peek_backend
+
+    chosen = option or peek_backend(spec) or "tensorflow"
+    known = chosen in runtime.BACKEND_PACKAGES  # an unknown name is reported by the spec's validation
+    runtime.configure(chosen if known else None, import_keras=import_keras,
+                      backend_field="--backend" if option else f"{spec}: [train].backend")
 
 
 def _console(width: int) -> Any:
@@ -122,12 +135,11 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=Path))
 def validate(spec: Path) -> None:
     """Check SPEC and its data without running anything or writing any file."""
-    from nnstudy import api, runtime
+    from nnstudy import api
     from nnstudy.spec import load_spec
 
-    study_spec = load_spec(spec)
-    runtime.configure(study_spec.train.backend)
-    summary = api.validate(study_spec)
+    _choose_backend(spec, None)
+    summary = api.validate(load_spec(spec))
     click.echo(f"{spec}: ok")
     click.echo(json.dumps(summary, indent=2))
 
@@ -177,7 +189,7 @@ def sync(study_name: str | None, storage: str | None, tracking_uri: str | None) 
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--sort", "sort_by", default="value", show_default=True,
               help="Column to sort by (best first for value); any column of the table.")
-@click.option("--top", type=int, help="Show only the first N rows.")
+@click.option("--top", type=click.IntRange(min=1), help="Show only the first N rows.")
 @click.option("--no-diagnosis", is_flag=True, help="Skip reading curves from MLflow for trials without one.")
 def trials(study_name: str | None, storage: str | None, tracking_uri: str | None, fmt: str, sort_by: str,
            top: int | None, no_diagnosis: bool) -> None:
@@ -200,7 +212,8 @@ def trials(study_name: str | None, storage: str | None, tracking_uri: str | None
 @_store_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("nnstudy-report"),
               show_default=True, help="Folder for the report files.")
-@click.option("--top", type=int, default=5, show_default=True, help="Trials whose learning curves are drawn.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Trials whose learning curves are drawn.")
 def report(study_name: str | None, storage: str | None, tracking_uri: str | None, out_dir: Path, top: int) -> None:
     """Write the study's plots (HTML and PNG), trials.csv and best_params.json to a folder."""
     from nnstudy import api
@@ -222,8 +235,11 @@ def reproduce(study_name: str | None, storage: str | None, tracking_uri: str | N
         raise click.UsageError("give --trial or --run-id, not both")
     from nnstudy import api
 
-    rep = api.reproduce(_records(study_name, storage, tracking_uri, import_keras=True),
-                        trial=trial_number, run_id=run_id)
+    from nnstudy import runtime
+
+    records = _records(study_name, storage, tracking_uri)
+    runtime.configure(records.backend(), import_keras=True, backend_field=f"study {records.name!r}: [train].backend")
+    rep = api.reproduce(records, trial=trial_number, run_id=run_id)
     click.echo(f"trial {rep.trial_number}: original run {rep.original_run_id}, reproduction run {rep.run_id}")
     for key, (then, now) in sorted(rep.environment_diffs.items()):
         click.echo(f"differs: {key}: {then} -> {now}")

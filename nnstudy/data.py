@@ -95,6 +95,9 @@ def prepare(spec: StudySpec) -> PreparedData:
         y = pd.to_numeric(y_raw).to_numpy(dtype=np.float32)
         if not np.all(np.isfinite(y)):
             raise DataError(source, "infinite target values; allowed: finite numbers", column=target)
+        if len(y) and float(np.ptp(y)) == 0.0:
+            raise DataError(source, f"every row has the same target value {float(y[0]):g}: nothing to learn; allowed: "
+                            "a target that varies", column=target)
     else:
         classes = sorted(pd.unique(y_raw).tolist(), key=lambda v: (str(type(v)), v))
         y = pd.Series(y_raw).map({c: i for i, c in enumerate(classes)}).to_numpy()

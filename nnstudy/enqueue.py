@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 
 from nnstudy.errors import SpecError
+from nnstudy.files import file_problem
 from nnstudy.spec import StudySpec
 
 
@@ -21,12 +22,14 @@ def enqueue(study: optuna.Study, configs: list[dict[str, Any]]) -> None:
 def load_enqueue_file(path: str | Path, spec: StudySpec) -> list[dict[str, Any]]:
     """Read ``--enqueue FILE.json`` (a JSON list of parameter dicts) and check it against the space."""
     path = Path(path)
+    found = file_problem(path, "a JSON file with a list of parameter objects")
+    if found is not None:
+        raise SpecError(path, "--enqueue", found[1])
     try:
-        configs = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(path, "--enqueue", "no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as err:
-        raise SpecError(path, "--enqueue", f"not valid JSON: {err}; allowed: a JSON list of parameter objects") from None
+        configs = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SpecError(path, "--enqueue", f"not valid JSON: {err}; allowed: a JSON list of parameter "
+                        "objects") from None
     if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
         raise SpecError(path, "--enqueue", "allowed: a JSON list of parameter objects, e.g. "
                         '[{"learning_rate": 0.001, "optimizer": "adam"}]')

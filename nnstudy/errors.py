@@ -42,6 +42,11 @@ class SpecError(UserInputError):
         super().__init__(f"{where}: {problem}")
 
 
+class ModelTooLarge(SpecError):
+    """The search space allows a model with more layers or weights than ``[model].max_layers`` /
+    ``max_params``: refused before anything is allocated."""
+
+
 class DataError(UserInputError):
     """A data set that cannot be used (missing file, bad column, single class, ...)."""
 

@@ -16,6 +16,7 @@ Keras Tuner returns None there). Mistakes in the calls (``min_value > max_value`
 from __future__ import annotations
 
 import contextlib
+import re
 import math
 import numbers
 from collections.abc import Callable, Iterator, Sequence
@@ -58,9 +59,21 @@ class HyperParameter:
         return f"{self.kind.capitalize()}({args})"
 
 
+#: names nnstudy logs itself on every trial run (a hyperparameter of the same name would be overwritten)
+RESERVED = frozenset({"seed", "metric", "max_epochs", "early_stopping_patience", "restore_best_weights", "min_delta",
+                      "data_source", "task", "validation_fraction", "test_fraction", "split_seed", "batch_size"})
+_MLFLOW_NAME = re.compile(r"[\w./ :-]{1,250}")  # what MLflow accepts as a parameter name
+
+
 def _name(name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a hyperparameter name must be a non-empty string, got {name!r}")
+    if not _MLFLOW_NAME.fullmatch(name):
+        raise ValueError(f"hyperparameter name {name!r} cannot be an MLflow parameter; allowed: letters, digits, "
+                         "'_', '-', '.', '/', ':' and spaces (e.g. 'units_0' rather than 'units[0]')")
+    if name in RESERVED:
+        raise ValueError(f"hyperparameter name {name!r} is one nnstudy records itself; allowed: another name "
+                         f"(not {', '.join(sorted(RESERVED))}; the batch size is [search].batch_size)")
     return name
 
 

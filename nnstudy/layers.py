@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nnstudy.errors import SpecError
+from nnstudy.errors import ModelTooLarge, SpecError
 from nnstudy.space import did_you_mean
 
 if TYPE_CHECKING:
@@ -198,7 +198,8 @@ def _parse_node(raw: Any, file: Any, field: str, depth: int) -> Node:
         return RepeatNode(count, _parse_list(raw.get("layers"), file, f"{field}.layers", depth + 1), field)
     name, classes = raw.get("type"), _classes("layers")
     if name is None:
-        raise SpecError(file, field, "lacks 'type'; allowed: { type = \"Dense\", ... } or { repeat = N, layers = [...] }")
+        raise SpecError(file, field, "lacks 'type'; allowed: { type = \"Dense\", ... } or "
+                        "{ repeat = N, layers = [...] }")
     if not isinstance(name, str) or name.startswith("$"):
         raise SpecError(file, f"{field}.type", f"{_short(name)} is not allowed; allowed: a keras.layers class "
                         "name such as Dense, Conv2D or Dropout, written out (no '$' reference)")
@@ -297,7 +298,7 @@ def _estimate(cls_name: str, kw: Mapping[str, Any], shape: tuple[Any, ...]) -> i
 
 def _check_size(total: int, limit: int, file: Any, field: str, label: str) -> None:
     if total > limit:
-        raise SpecError(file, field, f"{label} brings the model to {total:,} weights, over the limit of {limit:,}; "
+        raise ModelTooLarge(file, field, f"{label} brings the model to {total:,} weights, over the limit of {limit:,}; "
                         f"allowed: at most {limit:,} weights (smaller units/filters or fewer layers)")
 
 
@@ -369,7 +370,7 @@ class LayerTemplate:
 
         n_layers = self._count(self.layers, params, file)
         if n_layers > max_layers:
-            raise SpecError(file, self.field, f"{n_layers:,} layers after expanding repeats exceed the limit of "
+            raise ModelTooLarge(file, self.field, f"{n_layers:,} layers after expanding repeats exceed the limit of "
                             f"{max_layers:,}; allowed: at most {max_layers:,} layers (smaller repeat counts)")
         x, total = keras.Input(shape=tuple(input_shape)), 0
         built: list[keras.layers.Layer] = []

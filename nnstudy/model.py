@@ -140,11 +140,14 @@ class ModelFactory:
 
             model, asked = self._from_builder(trial)
             # a builder's model uses [search] only for the optimizer and batches; its hp values win
-            self.last_params = {**{k: params[k] for k in BUILDER_SEARCH}, **asked}
+            own = {k: params[k] for k in BUILDER_SEARCH}
+            if is_compiled(model):  # its own optimizer and learning rate are what trains it: record those
+                compiled_with = (model.optimizer, model.loss)
+                own["optimizer"] = type(model.optimizer).__name__.lower()
+                own["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+            self.last_params = {**own, **asked}
             params = self.last_params
 
-            if is_compiled(model):
-                compiled_with = (model.optimizer, model.loss)
         else:
             model = build_model(params, n_features=self.input_shape, task=self.task, n_classes=self.n_classes,
                                 target_mean=self.target_mean)
@@ -160,8 +163,15 @@ class ModelFactory:
         info = ModelInfo(self.input_shape, n_outputs(self.task, self.n_classes), self.task)
         hp = HyperParameters.from_trial(trial)
         model = call_builder(self._builder, hp, info)
-        if not model.built:
-            model.build((None, *self.input_shape))
+        try:
+            if not model.built:
+                model.build((None, *self.input_shape))
+        except Exception as err:  # Keras says why the layers do not fit the data's inputs
+            from nnstudy.errors import SpecError
+
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SpecError(self.spec.path, "[model].builder", f"the model cannot be built on the data's inputs of "
+                            f"shape {(None, *self.input_shape)}: {first[:300]}") from None
         self._check_output(model)
         return model, dict(hp.values)
 
@@ -179,9 +189,33 @@ class ModelFactory:
 
 def check_model(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_classes: int,
                 x_sample: Any) -> dict[str, Any]:
-    """Build the spec's model for one configuration (the largest of the space; a builder's: one it
-    samples) and run it on a few rows, without training, so that a model that cannot be built is
-    refused before anything is written. Returns the kind of model, its layer and weight counts."""
+    """Build the spec's model for one configuration and run it on a few rows, without training, so
+    that a model that cannot be built is refused before anything is written.
+
+    The configuration is the largest of the space (a builder's: one it samples). A model over
+    ``[model].max_layers``/``max_params`` is refused; one that cannot be built only in its largest
+    configuration (a kernel larger than what is left of the image, say) is accepted when the
+    smallest builds, with a ``warning``: such trials fail with ``model-error`` and the study goes on.
+    Returns the kind of model, its layer and weight counts, the parameters checked (and the warning).
+    """
+    from nnstudy.errors import ModelTooLarge, UserInputError
+
+    try:
+        return _check_one(spec, input_shape, task, n_classes, x_sample, largest=True)
+    except ModelTooLarge:
+        raise
+    except UserInputError as err:
+        if ModelFactory(spec, input_shape, task, n_classes).kind == "builder":
+            raise
+        try:
+            summary = _check_one(spec, input_shape, task, n_classes, x_sample, largest=False)
+        except UserInputError:
+            raise err from None
+        return {**summary, "warning": f"the largest configuration cannot be built: {err}"}
+
+
+def _check_one(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_classes: int, x_sample: Any, *,
+               largest: bool) -> dict[str, Any]:
     import optuna
 
     from nnstudy.errors import SpecError, UserInputError
@@ -194,7 +228,7 @@ def check_model(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_clas
         trial = study.ask()
         params = space.suggest(trial)
     else:
-        params = space.largest()
+        params = space.corner(largest=largest)
         trial = optuna.trial.FixedTrial(params)
         if factory.kind == "mlp":
             _check_mlp_size(spec, params, int(math.prod(input_shape)), n_outputs(task, n_classes))
@@ -214,18 +248,18 @@ def check_model(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_clas
 
 def _check_mlp_size(spec: StudySpec, params: dict[str, Any], n_inputs: int, n_out: int) -> None:
     """The built-in MLP's layer and weight counts against ``[model].max_layers``/``max_params``."""
-    from nnstudy.errors import SpecError
+    from nnstudy.errors import ModelTooLarge
 
     depth, units, limit = int(params["depth"]), int(params["units"]), spec.model.max_params
     n_layers = depth * 2 + 1
     if n_layers > spec.model.max_layers:
-        raise SpecError(spec.path, "[search].depth", f"depth {depth} makes {n_layers:,} layers, over the limit of "
+        raise ModelTooLarge(spec.path, "[search].depth", f"depth {depth} makes {n_layers:,} layers, over the limit of "
                         f"{spec.model.max_layers:,}; allowed: at most {(spec.model.max_layers - 1) // 2:,} hidden "
                         "layers (or raise [model].max_layers)")
     widths = [n_inputs] + [units] * depth + [n_out]
     weights = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
     if weights > limit:
-        raise SpecError(spec.path, "[search].units", f"depth {depth} x {units} units make {weights:,} weights, over "
+        raise ModelTooLarge(spec.path, "[search].units", f"depth {depth} x {units} units make {weights:,} weights, over "
                         f"the limit of {limit:,}; allowed: at most {limit:,} weights (fewer units or layers, or "
                         "raise [model].max_params)")
 

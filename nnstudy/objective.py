@@ -61,7 +61,7 @@ from nnstudy.diagnosis import Diagnosis, diagnose
 from nnstudy.errors import TrialFailed, UserInputError
 from nnstudy.model import ModelFactory, model_summary
 from nnstudy.recorder import RunRecorder, RunTarget
-from nnstudy.spec import StudySpec
+from nnstudy.spec import BUILDER_SEARCH, StudySpec
 from nnstudy.tracking import RunStatus
 from nnstudy.training import InputPipeline, TrainResult, device_name, train
 
@@ -144,7 +144,7 @@ class Objective:
         trial.set_user_attr(ATTR_HOST, platform.node())
         self.last_recorder, self.last_result = None, None
         too_big = None
-        if isinstance(trial, optuna.Trial) and self.models.kind != "builder":
+        if isinstance(trial, optuna.Trial) and self.models.kind == "mlp":  # sizes of other models: see n_params
             too_big = _ran_out_of_memory_before(trial, params)
         if too_big is not None:
             # tell the sampler without training: a pruned trial with no epochs ranks below every other
@@ -160,6 +160,8 @@ class Objective:
                                       steps_per_execution=self.pipeline.steps_per_execution(int(params["batch_size"])))
             params = self.models.last_params  # a builder's hp values are known once it has run
         except BaseException as err:
+            if self.models.kind == "builder":  # what it asked for before it failed, not the MLP's defaults
+                params = {**{k: params[k] for k in BUILDER_SEARCH}, **trial.params}
             self._failed(trial, self._start(trial, params, seed, retry_tags), err)
         built_s = time.perf_counter() - start
         rec = self._start(trial, params, seed, retry_tags)

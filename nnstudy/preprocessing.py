@@ -86,6 +86,11 @@ def categories_of(frame: pd.DataFrame, source: str) -> dict[str, list[str]]:
             if not pd.api.types.is_bool_dtype(series) and coerced.notna().sum() == series.notna().sum():
                 continue  # numbers stored as text
             levels = sorted(series.dropna().astype("string").unique().tolist())
+            comma_numbers = series.dropna().astype("string").str.fullmatch(r"\s*[-+]?\d+,\d+\s*")
+            if len(comma_numbers) and comma_numbers.mean() >= 0.9:
+                raise DataError(source, f"looks like numbers written with a decimal comma ({levels[0]!r}); allowed: "
+                                "numbers -- set [data].decimal = \",\" (and [data].delimiter = \";\" if the "
+                                "columns are separated by semicolons)", column=str(col))
             if len(levels) > MAX_CATEGORIES:
                 raise DataError(source, f"text column with {len(levels)} distinct values; allowed: at most "
                                 f"{MAX_CATEGORIES} categories (list ID-like columns in [data].exclude)",

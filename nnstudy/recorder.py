@@ -31,6 +31,13 @@ class RunTarget:
         return RunRecorder(self, trial_number, params=params, tags={**dict(self.tags), **tags})
 
 
+def refused(err: Exception) -> bool:
+    """MLflow answered and refused what was sent (a bad name or value): not an outage, a bug to report."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, MlflowException) and err.error_code == "INVALID_PARAMETER_VALUE"
+
+
 class RunRecorder:
     """One trial's MLflow record (see the module docstring)."""
 
@@ -48,6 +55,8 @@ class RunRecorder:
                                                    trial_number, role=target.role, params=self.params, tags=tags)
             self._live = TrialRun(self.tracker.client, run_id)
         except Exception as err:  # the server is down (any transport error): record offline, training goes on
+            if refused(err):
+                raise
             self.go_offline(err)
 
     @property
@@ -133,7 +142,8 @@ def write_pending(target: RunTarget, trial_number: int, pending: dict[str, Any])
         run_id = tracker.create_child_run(target.experiment_id, target.parent_run_id, target.study_name,
                                           trial_number, role=target.role, params=pending.get("params", {}),
                                           tags=pending.get("tags", {}))
-    curves = {key: {int(e): float(v) for e, v in by_epoch.items()} for key, by_epoch in pending.get("curves", {}).items()}
+    curves = {key: {int(e): float(v) for e, v in by_epoch.items()}
+              for key, by_epoch in pending.get("curves", {}).items()}
     tracker.log_curves(run_id, curves)
     tracker.log_summary(run_id, pending.get("metrics", {}), {**pending.get("end_tags", {}), TAG_SYNCED: "true"})
     tracker.end_run(run_id, pending.get("status", "FINISHED"))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +37,22 @@ class StudyRecords:
     def name(self) -> str:
         return str(self.study.study_name)
 
-    def spec(self) -> StudySpec:
-        """The spec the study was run with, as logged on its parent run."""
+    def raw_spec(self) -> dict[str, Any]:
+        """The spec the study was run with, as logged on its parent run (plain data, not validated)."""
         if not self.parent_run_id:
             raise StudyNotFoundError(f"study {self.name!r} has no MLflow parent run in {self.store.tracking_uri}")
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(self.parent_run_id, "study/spec.json", tmp)
-            raw = json.loads(Path(path).read_text())
-        return parse_spec(raw)
+            raw: dict[str, Any] = json.loads(Path(path).read_text())
+        return raw
+
+    def spec(self) -> StudySpec:
+        """The spec the study was run with, validated (a spec with ``[model].layers`` imports Keras)."""
+        return parse_spec(self.raw_spec())
+
+    def backend(self) -> str:
+        """The Keras backend the study was run with (to set before Keras is imported)."""
+        return str(self.raw_spec().get("train", {}).get("backend") or "tensorflow")
 
     def metric(self) -> str:
         """The study metric, as logged on the parent run (``val_loss`` when the parent run is missing).
@@ -83,18 +92,15 @@ class StudyRecords:
             parts += ["--storage", self.store.storage]
         if self.store.tracking_uri != DEFAULT_TRACKING_URI:
             parts += ["--tracking-uri", self.store.tracking_uri]
-        return " ".join(parts)
+        return shlex.join(parts)  # pasted back into a shell as it is
 
 
 def load_records(study_name: str | None = None, *, storage: str | None = None,
                  tracking_uri: str | None = None) -> StudyRecords:
     """Open an existing study. With no name, the storage must hold exactly one study."""
     store = resolve_store(storage, tracking_uri)
-    for path in store.local_files():
-        if not path.exists():
-            raise StudyNotFoundError(f"no study store at {path}; run `nnstudy run SPEC` first "
-                                     "or pass --storage/--tracking-uri")
-    rdb = make_storage(store.storage)
+    store.check_files(reading=True)  # both stores exist and are what they claim: nothing is created or migrated
+    rdb = make_storage(store.storage, create=False)
     names = study_names(rdb)
     if study_name is None:
         if len(names) != 1:

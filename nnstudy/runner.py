@@ -63,9 +63,12 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     """
     store = resolve_store(storage, tracking_uri)
     data = prepare(spec)  # validates the data and the model before any store exists
-    check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
+    checked = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
+    if "warning" in checked:
+        print(f"warning: {checked['warning']}; such trials fail with reason model-error", file=sys.stderr)
     plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
+    store.check_files()
     store.check_databases()
     store.prepare()
     ctx = open_context(spec, store, data)

@@ -13,17 +13,20 @@ import warnings
 
 #: environment defaults (a value already set by the user wins)
 ENVIRONMENT = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ info and warning lines
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # TensorFlow's C++ lines (absl, oneDNN, tf.data graph notices); errors still raise
     "GIT_PYTHON_REFRESH": "quiet",  # MLflow asks git for the source version
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # a tracking server that stops answering costs seconds, not minutes of retries: records are kept for `sync`
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",  # read when MLflow is imported: no "Creating initial database tables"
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # a process takes GPU memory as it needs it: the parent's model check leaves the GPUs to the workers
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # read when MLflow is imported: no "Creating initial database tables"
 }
 
 
-def configure(backend: str | None = None, *, import_keras: bool = False) -> None:
+def configure(backend: str | None = None, *, import_keras: bool = False, backend_field: str = "--backend") -> None:
     """Quiet logging and start-up noise, and choose the Keras backend before Keras is imported.
 
     Args:
@@ -31,10 +34,12 @@ def configure(backend: str | None = None, *, import_keras: bool = False) -> None
             kept when ``None``; defaults to ``tensorflow``).
         import_keras: import TensorFlow now with its start-up notices silenced (commands that train
             or predict); read-only commands leave it ``False`` and never load it.
+        backend_field: what chose the backend, for the message when it is not installed.
     """
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     if backend is not None:
+        check_backend(backend, backend_field)
         os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     warnings.filterwarnings("ignore", message=".*experimental.*")
@@ -44,6 +49,25 @@ def configure(backend: str | None = None, *, import_keras: bool = False) -> None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if import_keras:
         _import_tensorflow_quietly()
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # "tf.function retracing" warnings
+
+
+#: the package each Keras backend needs, and how to install it
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow", "pip install nnstudy (TensorFlow comes with it)"),
+                    "jax": ("jax", 'pip install "nnstudy[jax]"'), "torch": ("torch", 'pip install "nnstudy[torch]"')}
+
+
+def check_backend(backend: str, field: str = "--backend") -> None:
+    """Refuse (exit 2) a Keras backend whose package is not installed, naming what to install."""
+    import importlib.util
+
+    from nnstudy.errors import UserInputError
+
+    package, install = BACKEND_PACKAGES.get(backend, (backend, ""))
+    if importlib.util.find_spec(package) is None:
+        installed = [b for b, (p, _) in BACKEND_PACKAGES.items() if importlib.util.find_spec(p) is not None]
+        raise UserInputError(f"{field}: {backend!r} needs the package {package!r}, which is not installed; allowed: "
+                             f"an installed backend ({', '.join(installed) or 'none'}), or {install}")
 
 
 def _import_tensorflow_quietly() -> None:

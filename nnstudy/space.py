@@ -199,6 +199,11 @@ def parse_dimension(file: Any, name: str, raw: Any, pdef: ParamDef | None = None
             if log:
                 raise SpecError(file, f"{field}.step", f"{step!r} together with log = true; "
                                 "allowed: either a step or a log scale, not both")
+            span, points = high - low, (high - low) / step
+            if span > 0 and abs(points - round(points)) > 1e-9 * max(1.0, points):
+                raise SpecError(file, f"{field}.step", f"{step!r} does not divide the range {low!r}..{high!r} "
+                                f"(high - low = {span!r}); allowed: a step that divides high - low, so that high is "
+                                "one of the values (Optuna would otherwise move high)")
         return Range(low=low, high=high, log=log, step=step)
     if isinstance(raw, list):
         if not raw:
@@ -280,17 +285,24 @@ class SearchSpace:
     def largest(self) -> Params:
         """The configuration with the largest value of every numeric parameter (the first choice of
         the others): the biggest model the space can build, to check before a study starts."""
+        return self.corner(largest=True)
+
+    def corner(self, *, largest: bool) -> Params:
+        """Every numeric parameter at its largest (or smallest) value, the others at their first choice."""
         params: Params = {}
         for name, dim in self.dimensions.items():
             if isinstance(dim, Fixed):
                 params[name] = dim.value
             elif isinstance(dim, Choice):
                 numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in dim.values)
-                params[name] = max(dim.values) if numeric else dim.values[0]
+                pick = max if largest else min
+                params[name] = pick(dim.values) if numeric else dim.values[0]
             else:
                 step = dim.step or (1 if self.param_def(name).kind == "int" else None)
-                high = dim.low + math.floor((dim.high - dim.low) / step + 1e-9) * step if step else dim.high
-                params[name] = int(high) if self.param_def(name).kind == "int" else float(high)
+                high = min(dim.high, dim.low + math.floor((dim.high - dim.low) / step + 1e-9) * step) if step \
+                    else dim.high
+                value = high if largest else dim.low
+                params[name] = int(value) if self.param_def(name).kind == "int" else float(value)
         return params
 
     def check_params(self, params: dict[str, Any], file: Any, field: str) -> None:

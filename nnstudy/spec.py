@@ -7,6 +7,7 @@ allowed. Spec files are data, never code: they are parsed with :mod:`tomllib` on
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nnstudy.errors import SpecError
+from nnstudy.files import file_problem
 from nnstudy.space import PARAMETERS, SearchSpace, did_you_mean
 
 if TYPE_CHECKING:
@@ -48,6 +50,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+#: a study name: it names the MLflow experiment and its artifact folder, and is pasted into commands
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAX_NAME = 100
+
+
 class StudySection(_Section):
     """``[study]``: what to optimize and how."""
 
@@ -71,6 +78,11 @@ class StudySection(_Section):
 
     @model_validator(mode="after")
     def _metric_and_direction(self) -> StudySection:
+        if self.name is not None and (not STUDY_NAME.fullmatch(self.name) or len(self.name) > MAX_NAME
+                                      or ".." in self.name):
+            raise ValueError(f"name|{self.name[:60]!r}{'...' if len(self.name) > 60 else ''} is not a study name "
+                             f"(it names a folder and is pasted into commands); allowed: 1 to {MAX_NAME} letters, "
+                             "digits, '_', '-' and '.', starting with a letter, digit or '_', without '..'")
         known = sorted({m for task in METRICS for m in metric_names(task)})
         if self.metric not in known:
             raise ValueError(f"metric|{self.metric!r} is not a per-epoch metric"
@@ -96,6 +108,8 @@ class DataSection(_Section):
     missing: Literal["error", "drop", "mean", "median"] = "error"
     n_samples: int = Field(default=1000, ge=50, le=1_000_000)  # pass_fail / grades only
     seed: int = Field(default=0, ge=0, le=2**31 - 3)  # generates pass_fail / grades; the split uses [study].seed
+    delimiter: Optional[Literal[",", ";", "\t", "|", " "]] = None  # CSV: the column separator (default: sniffed)
+    decimal: Literal[".", ","] = "."  # CSV: the decimal mark
     x: str = Field(default="x", min_length=1)  # .npz: the inputs array
     y: str = Field(default="y", min_length=1)  # .npz: the labels array
     scale: Literal["auto", "none", "standard", "unit"] = "auto"  # auto: unit for digits_images, else standard
@@ -124,7 +138,7 @@ class TrainSection(_Section):
     max_epochs: int = Field(default=100, gt=0, le=100_000)
     early_stopping_patience: int = Field(default=10, gt=0)
     restore_best_weights: bool = True
-    min_delta: float = Field(default=0.0, ge=0)
+    min_delta: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     deterministic: bool = True  # TensorFlow op determinism: a re-run gives the same curve
     backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"  # Keras backend, set before Keras loads
     exploding_factor: float = Field(default=1000.0, gt=1, le=1e12)  # loss above F x the first epoch's: diverged
@@ -163,9 +177,12 @@ class StudySpec(BaseModel):
 
     @property
     def name(self) -> str:
+        """``[study].name``, else the spec file's name with every character a study name cannot hold
+        replaced by ``-`` (see :data:`STUDY_NAME`)."""
         if self.study.name:
             return self.study.name
-        return self.path.stem if self.path else "nnstudy"
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.path.stem).strip("-.") if self.path else ""
+        return stem[:MAX_NAME] or "nnstudy"
 
     @property
     def direction(self) -> Literal["minimize", "maximize"]:
@@ -328,6 +345,19 @@ def _check_model(spec: StudySpec, space: SearchSpace, file: Any) -> None:
                             "while it runs; allowed: 'tpe' or 'random'")
 
 
+def peek_backend(path: str | Path) -> str | None:
+    """The ``[train].backend`` a spec file asks for, read before the spec is validated (the backend is
+    chosen before Keras is imported, and validating ``[model].layers`` imports Keras); ``None`` when
+    the file cannot say (its errors are reported by :func:`load_spec`)."""
+    if file_problem(Path(path), "") is not None:  # never open a FIFO; load_spec says what is wrong
+        return None
+    try:
+        backend = tomllib.loads(Path(path).read_text(encoding="utf-8-sig")).get("train", {}).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return backend if isinstance(backend, str) else None
+
+
 def load_spec(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None = None) -> StudySpec:
     """Read and validate a spec file. ``overrides`` (section -> key -> value) win over the file.
 
@@ -335,16 +365,19 @@ def load_spec(path: str | Path, *, overrides: dict[str, dict[str, Any]] | None =
         SpecError: the file is missing, is not valid TOML, or a field is invalid.
     """
     path = Path(path)
-    if not path.exists():
-        raise SpecError(path, "", "no such file")
-    if path.is_dir():
-        raise SpecError(path, "", "is a directory; allowed: a .toml spec file")
+    found = file_problem(path, "a .toml spec file")
+    if found is not None:
+        raise SpecError(path, "", found[1])
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as editors on Windows write, is fine
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise SpecError(path, "", f"not valid TOML: {err}") from None
     except UnicodeDecodeError:
         raise SpecError(path, "", "not a UTF-8 text file; allowed: a .toml spec file") from None
+    if not raw and not any((overrides or {}).values()):
+        raise SpecError(path, "", "is empty (no table, no key); allowed: a spec with at least one table, e.g. "
+                        "[data] source = \"pass_fail\" (see studies/ for examples)")
     for section, values in (overrides or {}).items():
         if values:
             table = raw.setdefault(section, {})

@@ -26,9 +26,10 @@ DEFAULT_HEARTBEAT_GRACE_S = 60
 
 
 def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL_S,
-                 heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S) -> optuna.storages.BaseStorage:
+                 heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S, create: bool = True) -> optuna.storages.BaseStorage:
     """RDB storage with heartbeats (trials of dead workers are failed, then re-run up to
-    ``max_retries`` times) and a patient SQLite lock."""
+    ``max_retries`` times) and a patient SQLite lock. ``create=False`` (reading a study) never makes
+    the schema."""
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -42,7 +43,7 @@ def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DE
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
                 return optuna.storages.RDBStorage(absolute_sqlite(url), engine_kwargs=engine_kwargs,
                                                   heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
-                                                  heartbeat_stale_trial_callback=retry)
+                                                  heartbeat_stale_trial_callback=retry, skip_table_creation=not create)
         except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
             last = err
             if "UNIQUE constraint" not in str(err) and "already exists" not in str(err) and "locked" not in str(err):

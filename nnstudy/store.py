@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from nnstudy.errors import StoreError
+from nnstudy.errors import StoreError, StudyNotFoundError
 
 DEFAULT_DIR = Path("mlruns")
 DEFAULT_STORAGE = f"sqlite:///{DEFAULT_DIR.as_posix()}/optuna.db"
@@ -58,6 +59,33 @@ class Store:
             except OSError as err:
                 raise StoreError(f"cannot create the artifact folder {self.artifact_root}: {err.strerror}") from None
 
+    def check_files(self, *, reading: bool = False) -> None:
+        """Check the local SQLite files before anything touches them: each is a SQLite database of its
+        own kind (an Optuna storage, an MLflow store), or -- unless ``reading`` -- missing or empty, to be
+        made. Read-only commands must find both stores made; nothing is created or migrated for them."""
+        checks = [(self.storage, "--storage", "optuna"), (self.tracking_uri, "--tracking-uri", "mlflow")]
+        local = [(Path(url.removeprefix("sqlite:///")), option, kind) for url, option, kind in checks
+                 if url.startswith("sqlite:///")]
+        if len(local) == 2 and local[0][0].resolve() == local[1][0].resolve():
+            raise StoreError(f"--storage and --tracking-uri both name {local[0][0]}; allowed: two different files "
+                             "(the Optuna storage and the MLflow store)")
+        for path, option, kind in local:
+            found = sqlite_kind(path)
+            if found == kind or (found in ("missing", "empty", "sqlite") and not reading):
+                continue
+            if found == "missing":
+                raise StudyNotFoundError(f"no study store at {path}; run `nnstudy run SPEC` first or pass "
+                                         "--storage/--tracking-uri")
+            other = {"optuna": "the Optuna storage (give it as --storage)",
+                     "mlflow": "the MLflow database (give it as --tracking-uri)"}.get(found)
+            what = {"optuna": "an nnstudy/Optuna storage", "mlflow": "an MLflow store"}[kind]
+            problem = f"this looks like {other}" if other else {
+                "empty": "the file is empty", "sqlite": "a SQLite database without its tables",
+                "not-sqlite": "not a SQLite database", "directory": "a directory",
+                "other": "not a regular file"}[found]
+            raise StoreError(f"{option} {path}: not {what}: {problem}; allowed: {what}"
+                             + ("" if reading else ", or a new file"))
+
     def check_databases(self) -> None:
         """Connect once to each database server URL (not SQLite) so an unreachable one fails fast,
         before anything is created."""
@@ -83,7 +111,7 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def ui_command(self) -> str:
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+        return shlex.join(["mlflow", "ui", "--backend-store-uri", self.tracking_uri])
 
     def serve_ui(self, host: str, port: int) -> int:
         """Run the MLflow UI on this store until it is stopped; returns its exit code."""
@@ -107,6 +135,41 @@ def absolute_sqlite(url: str) -> str:
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
     return url
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_kind(path: Path) -> str:
+    """What a store file is, read without writing: ``missing``, ``empty``, ``optuna``, ``mlflow``,
+    ``sqlite`` (no table of either), ``not-sqlite``, ``directory`` or ``other`` (FIFO, device...)."""
+    import sqlite3
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if not stat.S_ISREG(mode):
+        return "other"
+    with open(path, "rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if not head:
+        return "empty"
+    if head != SQLITE_MAGIC:
+        return "not-sqlite"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return "not-sqlite"
+    if "studies" in tables and "trials" in tables:
+        return "optuna"
+    if "experiments" in tables and "runs" in tables:
+        return "mlflow"
+    return "sqlite"
 
 
 def _check_database(url: str, option: str) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from nnstudy.datasets import BUILTIN_TARGETS, builtin_frame
-from nnstudy.errors import DataError, SpecError
+from nnstudy.errors import DataError
+from nnstudy.files import regular_file
 from nnstudy.spec import DataSection
 
 
@@ -21,7 +22,8 @@ def load_frame(section: DataSection, base_dir: Path, spec_file: Any = None) -> t
         target = section.target or BUILTIN_TARGETS[section.source]
         return frame, target, section.source
     path = resolve_source(section.source, base_dir)
-    return read_table(path, spec_file), str(section.target), str(path)
+    return (read_table(path, spec_file, delimiter=section.delimiter, decimal=section.decimal), str(section.target),
+            str(path))
 
 
 def resolve_source(source: str, base_dir: Path) -> Path:
@@ -31,27 +33,18 @@ def resolve_source(source: str, base_dir: Path) -> Path:
 
 
 def check_regular_file(path: Path, spec_file: Any = None) -> None:
-    """Refuse at once what is not a regular file (missing, a folder, a FIFO, a device, a socket,
-    a symlink loop) before anything opens it: a FIFO would block a reader forever."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise SpecError(spec_file, "[data].source", f"{str(path)!r}: no such file; allowed: a built-in set "
-                        f"({', '.join(BUILTIN_TARGETS)}, digits_images) or a .csv/.parquet/.npz file relative to "
-                        "the spec") from None
-    except OSError as err:  # ELOOP for a symlink loop, EACCES, ...
-        raise DataError(path, f"cannot be read ({err.strerror}); allowed: a readable regular file") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(path, "is a directory; allowed: a .csv, .parquet or .npz file")
-    if not stat.S_ISREG(mode):
-        raise DataError(path, "is not a regular file (a FIFO, socket or device); allowed: a .csv, .parquet or "
-                        ".npz file")
+    """The file of ``[data].source`` is a regular file (see :func:`nnstudy.files.regular_file`)."""
+    regular_file(path, field="[data].source", spec_file=spec_file,
+                 allowed=f"a built-in set ({', '.join(BUILTIN_TARGETS)}, digits_images) or a .csv/.parquet/.npz file "
+                 "relative to the spec")
 
 
-def read_table(path: Path, spec_file: Any = None) -> pd.DataFrame:
-    """Read a CSV (delimiter sniffed) or Parquet file, rejecting what cannot be a training table."""
+def read_table(path: Path, spec_file: Any = None, *, delimiter: str | None = None, decimal: str = ".") -> pd.DataFrame:
+    """Read a CSV or Parquet file, rejecting what cannot be a training table.
+
+    ``delimiter`` defaults to the one sniffed from the file; ``decimal`` (default ``.``) is the CSV's
+    decimal mark (``,`` in much of Europe).
+    """
     check_regular_file(path, spec_file)
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -60,7 +53,7 @@ def read_table(path: Path, spec_file: Any = None) -> pd.DataFrame:
         except Exception as err:  # pyarrow raises several types for a bad file
             raise DataError(path, f"cannot be read as Parquet: {err}") from None
     elif suffix in (".csv", ".tsv", ".txt"):
-        frame = _read_csv(path)
+        frame = _read_csv(path, delimiter, decimal)
     else:
         raise DataError(path, f"unknown file type {suffix!r}; allowed: .csv, .tsv, .txt, .parquet")
     if frame.columns.duplicated().any():
@@ -68,10 +61,18 @@ def read_table(path: Path, spec_file: Any = None) -> pd.DataFrame:
         raise DataError(path, "duplicate column name; allowed: unique column names", column=str(dup))
     if len(frame) == 0:
         raise DataError(path, "has a header but no rows; allowed: at least one data row")
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            values = frame[col].dropna()
+            nested = values.map(lambda v: not isinstance(v, (str, bytes, bool, int, float))).any()
+            if nested:
+                kind = type(values[values.map(lambda v: not isinstance(v, (str, bytes, bool, int, float)))].iloc[0])
+                raise DataError(path, f"holds {kind.__name__} values (lists, structs or arrays) in cells; allowed: "
+                                "one number or text per cell (flatten the column first)", column=str(col))
     return frame
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, delimiter: str | None, decimal: str) -> pd.DataFrame:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -79,18 +80,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not text.strip():
         raise DataError(path, "is empty; allowed: a CSV file with a header row and data rows")
     sample = text[:65536]
-    try:
-        dialect = csv.Sniffer().sniff(sample.splitlines()[0] if "\n" not in sample.strip() else sample,
-                                      delimiters=",;\t| ")
-        delimiter = dialect.delimiter
-    except csv.Error:
-        delimiter = ","
+    if delimiter is None:
+        try:
+            dialect = csv.Sniffer().sniff(sample.splitlines()[0] if "\n" not in sample.strip() else sample,
+                                          delimiters=",;\t| ")
+            delimiter = dialect.delimiter
+        except csv.Error:
+            delimiter = ","
     header = next(csv.reader([sample.splitlines()[0]], delimiter=delimiter))
     names = [h.strip() for h in header]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise DataError(path, "duplicate column name; allowed: unique column names", column=dups[0])
     try:
-        return pd.read_csv(path, sep=delimiter, skipinitialspace=True, encoding="utf-8-sig")
+        return pd.read_csv(path, sep=delimiter, decimal=decimal, skipinitialspace=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(path, f"cannot be parsed as CSV: {err}") from None

@@ -111,7 +111,8 @@ class Tracker:
 
     def _parents(self, experiment_id: str, study_name: str) -> list[str]:
         found = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'",
+            [experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}' and tags.`{TAG_STUDY}` = '{study_name}'",
             max_results=100)
         return [str(r.info.run_id) for r in sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))]
 
@@ -132,7 +133,8 @@ class Tracker:
         self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
         return run_id
 
-    def find_child_run(self, experiment_id: str, study_name: str, trial_number: int, role: Role = ROLE_TRIAL) -> str | None:
+    def find_child_run(self, experiment_id: str, study_name: str, trial_number: int,
+                       role: Role = ROLE_TRIAL) -> str | None:
         """The active run of a trial (or of its reproduction), if one exists."""
         found = self.client.search_runs(
             [experiment_id], filter_string=f"tags.`{TAG_STUDY}` = '{study_name}' and tags.`{TAG_ROLE}` = '{role}' "

@@ -79,6 +79,11 @@ def plan_workers(workers: int = 1, *, gpus: list[str] | None = None, trials_per_
     if trials_per_gpu < 1:
         raise UserInputError(f"--trials-per-gpu {trials_per_gpu}: allowed: an integer >= 1")
     cores = cpu_count or os.cpu_count() or 1
+    bad = [g for g in gpus or [] if not (g.isdigit() or g == "all")] + (["all"] if gpus and len(gpus) > 1 and
+                                                                        "all" in gpus else [])
+    if bad:
+        raise UserInputError(f"--gpus {','.join(gpus or [])}: {bad[0]!r} is not a GPU; allowed: GPU indices such "
+                             "as 0,1 (as nvidia-smi numbers them) or all")
     if gpus:
         present = detect_gpus() if available_gpus is None else available_gpus
         wanted = present if gpus == ["all"] else gpus

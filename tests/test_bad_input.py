@@ -288,6 +288,10 @@ CASES: list[Case] = [
                                                                 ALLOWED)),
     Case("builder-with-custom-search", "models/builder_with_custom_search.toml",
          ("[search].units", "not searched with a [model].builder", "allowed: learning_rate, optimizer, batch_size")),
+    Case("builder-unbuilt-conv-on-table", "models/builder_unbuilt_conv_on_table.toml",
+         ("[model].builder", "cannot be built on the data's inputs of shape (None, 2)")),
+    Case("builder-name-mlflow-refuses", "models/builder_name_mlflow_refuses.toml",
+         ("bad_name.py:5", "'units[0]' cannot be an MLflow parameter", ALLOWED), names="builders/bad_name.py"),
     # ------------------------------------------------------------------ arrays (.npz) and images
     Case("npz-missing-file", "models/npz_missing_file.toml", ("[data].source", "nope.npz", "no such file", ALLOWED)),
     Case("npz-missing-key", "models/npz_missing_key.toml", ("[data].x", "no array 'pixels'", "allowed: the keys present")),
@@ -305,6 +309,40 @@ CASES: list[Case] = [
          names=_data("flat_x.npz")),
     Case("npz-with-target", "models/npz_with_target.toml", ("[data].target", "leave target out", ALLOWED)),
     Case("table-scale-unit", "models/table_scale_unit.toml", ("[data].scale", "'unit'", "allowed: 'standard'")),
+    # ------------------------------------------------------------------ names that would become paths; empty and odd specs
+    Case("name-parent-dir", "name_parent_dir.toml", ("[study].name", "'../outside'", "not a study name", ALLOWED)),
+    Case("name-absolute-path", "name_absolute_path.toml", ("[study].name", "'/tmp/evil'", ALLOWED)),
+    Case("name-too-long", "name_too_long.toml", ("[study].name", "not a study name", "1 to 100", ALLOWED)),
+    Case("name-newline", "name_newline.toml", ("[study].name", "'two\\nlines'", ALLOWED)),
+    Case("cli-study-name-parent-dir", VALID, ("[study].name", "'../../x'", ALLOWED), args=("--study-name", "../../x")),
+    Case("empty-spec", "empty_spec.toml", ("is empty", ALLOWED)),
+    Case("min-delta-infinite", "min_delta_infinite.toml", ("[train].min_delta", "inf", "allowed: a finite number")),
+    Case("range-int-step-larger-than-range", "range_int_step_larger_than_range.toml",
+         ("[search].units.step", "5 does not divide the range 1..3", ALLOWED)),
+    Case("range-float-step-not-dividing", "range_float_step_not_dividing.toml",
+         ("[search].dropout.step", "0.2 does not divide the range 0.0..0.5", ALLOWED)),
+    Case("choice-duplicate", "choice_duplicate.toml",
+         ("[search].optimizer", "'adam' is listed more than once", "allowed: distinct choices")),
+    Case("data-constant-regression-target", "data_constant_regression_target.toml",
+         ("column 'grade'", "same target value 70", ALLOWED), names=_data("constant_target.csv")),
+    Case("data-parquet-list-column", "data_parquet_list_column.toml",
+         ("column 'marks'", "lists, structs or arrays", ALLOWED), names=_data("list_column.parquet")),
+    Case("data-decimal-comma", "data_decimal_comma.toml",
+         ("column 'hours'", "decimal comma", '[data].decimal = ","', '[data].delimiter = ";"'),
+         names=_data("decimal_comma.csv")),
+    Case("data-unknown-delimiter", "unknown_delimiter.toml", ("[data].delimiter", "':'", ALLOWED)),
+    Case("backend-not-installed", "backend_not_installed.toml",
+         ("[train].backend", "'torch'", "not installed", 'pip install "nnstudy[torch]"')),
+    Case("cli-backend-not-installed", VALID, ("--backend", "'jax'", "not installed", 'pip install "nnstudy[jax]"'),
+         args=("--backend", "jax"), names=None),
+    Case("cli-gpus-not-a-gpu", VALID, ("--gpus abc", "'abc' is not a GPU", ALLOWED), args=("--gpus", "abc"),
+         names=None),
+    Case("storage-a-folder", VALID, ("--storage", "a_folder.db", "a directory", ALLOWED),
+         args=("--storage", "sqlite:///{corpus}/store/a_folder.db"), names=None),
+    Case("storage-not-a-database", VALID, ("--storage", "not_a_database.db", "not a SQLite database", ALLOWED),
+         args=("--storage", "sqlite:///{corpus}/store/not_a_database.db"), names=None),
+    Case("storage-same-file-as-tracking", VALID, ("--storage and --tracking-uri both name", ALLOWED),
+         args=("--storage", "sqlite:///mlruns/mlflow.db"), names=None),
     # ------------------------------------------------------------------ store URIs and the tracking server
     Case("storage-redis", VALID, ("--storage", "'redis://localhost:6379/0'", "unknown scheme redis://",
                                   "allowed: sqlite://"), args=("--storage", "redis://localhost:6379/0"), names=None),
@@ -346,7 +384,7 @@ CASES: list[Case] = [
          args=("--enqueue", "{corpus}/enqueue/list_of_numbers.json"), names="enqueue/list_of_numbers.json"),
     Case("enqueue-file-missing", VALID, ("--enqueue", "no such file"),
          args=("--enqueue", "{corpus}/enqueue/does_not_exist.json"), names="enqueue/does_not_exist.json"),
-    Case("enqueue-file-directory", VALID, ("--enqueue", "not valid JSON", ALLOWED),
+    Case("enqueue-file-directory", VALID, ("--enqueue", "is a directory, which is never read", ALLOWED),
          args=("--enqueue", "{corpus}/enqueue/a_directory.json"), names="enqueue/a_directory.json"),
     Case("enqueue-file-not-utf8", VALID, ("--enqueue", "not valid JSON", ALLOWED),
          args=("--enqueue", "{corpus}/enqueue/not_utf8.json"), names="enqueue/not_utf8.json"),
@@ -458,8 +496,8 @@ def test_every_corpus_spec_is_used_by_a_case() -> None:
 def test_every_corpus_data_enqueue_and_builder_file_is_used() -> None:
     text = "\n".join((CORPUS / c.spec).read_text(encoding="utf-8", errors="replace")
                      for c in CASES if (CORPUS / c.spec).is_file())
-    text += "\n".join(a for c in CASES for a in c.args)
-    unused = [p.name for folder in ("data", "enqueue", "builders") for p in (CORPUS / folder).iterdir()
+    text += "\n".join(a for c in CASES for a in c.args) + "\n".join(name for name, _ in READ_ONLY_STORES)
+    unused = [p.name for folder in ("data", "enqueue", "builders", "store") for p in (CORPUS / folder).iterdir()
               if p.name not in text]
     assert unused == []
 
@@ -473,3 +511,27 @@ def test_the_valid_spec_used_by_argument_cases_is_valid(empty_workdir: Path) -> 
     assert result.exit_code == 0, result.output
     assert list(empty_workdir.iterdir()) == []
 
+
+
+# --------------------------------------------------------------------------- commands that only read
+
+#: store files under corpus/store/ given to the commands that only read, and what they must say
+READ_ONLY_STORES = [("empty.db", "the file is empty"), ("not_a_database.db", "not a SQLite database"),
+                    ("a_folder.db", "a directory")]
+
+
+@pytest.mark.parametrize("command", [["trials"], ["best"], ["report", "--out", "rep"], ["sync"],
+                                     ["predict", "--input", "rows.csv"]])
+@pytest.mark.parametrize(("storage", "expect"), READ_ONLY_STORES)
+def test_read_only_commands_never_write_a_store(empty_workdir: Path, command: list[str], storage: str,
+                                                expect: str) -> None:
+    store = CORPUS / "store" / storage
+    before = _tree(CORPUS)
+    stamp = store.stat().st_mtime_ns, (store.stat().st_size if store.is_file() else None)
+    result = CliRunner().invoke(cli, [*command, "--storage", f"sqlite:///{store}",
+                                      "--tracking-uri", f"sqlite:///{empty_workdir / 'mlflow.db'}"])
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert "--storage" in error and expect in error and "not an nnstudy/Optuna storage" in error
+    assert (store.stat().st_mtime_ns, store.stat().st_size if store.is_file() else None) == stamp
+    assert _tree(CORPUS) == before and list(empty_workdir.iterdir()) == []

@@ -124,3 +124,16 @@ def test_check_model_accepts_a_model_exactly_at_max_params(tiny_spec: Callable[.
     smaller = tiny_spec(search={"depth": 2, "units": 16}, model={"max_params": real.count_params() - 1})
     with pytest.raises(SpecError, match=r"\[search\]\.units: .* over the limit"):
         check_model(smaller, (2,), task, n_classes, x)
+
+
+def test_a_space_whose_largest_model_cannot_be_built_is_accepted_with_a_warning(tiny_spec: Callable[..., StudySpec]) -> None:
+    layers = [{"type": "Reshape", "target_shape": [2, 1]}, {"type": "Conv1D", "filters": 4, "kernel_size": "$k"},
+              {"type": "Flatten"}]
+    spec = tiny_spec(search={"k": [1, 3]}, model={"layers": layers})
+    x = np.zeros((2, 2), dtype=np.float32)
+    summary = check_model(spec, (2,), "binary", 1, x)
+    assert summary["checked_params"]["k"] == 1  # the smallest configuration builds
+    assert "largest configuration cannot be built" in summary["warning"] and "Conv1D" in summary["warning"]
+    too_big = tiny_spec(search={"k": [3, 5]}, model={"layers": layers})
+    with pytest.raises(SpecError, match=r"\[model\]\.layers\[1\]: Conv1D does not fit"):
+        check_model(too_big, (2,), "binary", 1, x)  # no configuration builds: refused

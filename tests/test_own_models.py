@@ -147,6 +147,8 @@ def test_a_keras_tuner_hypermodel_runs_unchanged(tmp_path: Path, monkeypatch: py
         assert ("rate" in params) == (params["dropout"] == "True")  # the conditional parameter
         assert ("units_1" in params) == (params["num_layers"] == "2")
         assert "depth" not in params and "units" not in params  # the built-in MLP's parameters are not used
+        # it compiles its own optimizer: that one, not [search]'s default, is what the run records
+        assert params["optimizer"] == "adam" and float(params["learning_rate"]) == pytest.approx(float(params["lr"]))
         assert run.data.metrics["n_params"] > 0
 
     out = _run(tmp_path, monkeypatch, "reproduce")

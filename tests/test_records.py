@@ -97,3 +97,21 @@ def test_reproduce_command_of_the_default_store_is_short(recorded_study: Callabl
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert load_records().reproduce_command(0) == "nnstudy reproduce --study-name tiny --trial 0"
+
+
+def test_swapped_stores_are_named_and_left_untouched(recorded_study: Callable[..., Any]) -> None:
+    from nnstudy.errors import StoreError
+
+    rec = recorded_study()
+    rec.add(0.5, {"learning_rate": 0.01, "optimizer": "adam"})
+    files = [Path(rec.storage.removeprefix("sqlite:///")), Path(rec.tracking_uri.removeprefix("sqlite:///"))]
+    before = [(f.stat().st_mtime_ns, f.read_bytes()) for f in files]
+    with pytest.raises(StoreError, match=r"--storage .*mlflow\.db: not an nnstudy/Optuna storage: this looks like "
+                                         r"the MLflow database \(give it as --tracking-uri\)"):
+        load_records(storage=rec.tracking_uri, tracking_uri=rec.storage)
+    copy = files[0].with_name("optuna-copy.db")
+    copy.write_bytes(files[0].read_bytes())
+    with pytest.raises(StoreError, match=r"--tracking-uri .*optuna-copy\.db: not an MLflow store: this looks like "
+                                         r"the Optuna storage"):
+        load_records(storage=rec.storage, tracking_uri=f"sqlite:///{copy}")
+    assert [(f.stat().st_mtime_ns, f.read_bytes()) for f in files] == before

@@ -41,7 +41,7 @@ def test_a_value_set_by_the_user_wins_over_the_default() -> None:
 
 
 def test_an_explicit_backend_replaces_the_environment_value() -> None:
-    assert _probe("torch", KERAS_BACKEND="jax")["env"]["KERAS_BACKEND"] == "torch"
+    assert _probe("tensorflow", KERAS_BACKEND="jax")["env"]["KERAS_BACKEND"] == "tensorflow"
 
 
 def test_import_keras_loads_tensorflow_quietly() -> None:
@@ -50,5 +50,18 @@ def test_import_keras_loads_tensorflow_quietly() -> None:
     assert "oneDNN" not in result["stderr"] and "cpu_feature_guard" not in result["stderr"]
 
 
-def test_import_keras_leaves_tensorflow_alone_under_another_backend() -> None:
-    assert "tensorflow" not in _probe("jax", import_keras=True)["loaded"]
+def test_a_backend_that_is_not_installed_is_refused_before_keras_loads() -> None:
+    import importlib.util
+
+    import pytest
+
+    from nnstudy import runtime
+    from nnstudy.errors import UserInputError
+
+    missing = [b for b, (package, _) in runtime.BACKEND_PACKAGES.items() if importlib.util.find_spec(package) is None]
+    if not missing:
+        pytest.skip("every Keras backend is installed here")
+    backend = missing[0]
+    with pytest.raises(UserInputError, match=rf"spec\.toml: \[train\]\.backend: '{backend}' needs the package "
+                                             rf"'{backend}', which is not installed; allowed: .*nnstudy\[{backend}\]"):
+        runtime.check_backend(backend, "spec.toml: [train].backend")
