@@ -176,3 +176,23 @@ def test_enqueue_file_is_tried_first(workdir: Path, e2e_spec: Callable[..., Path
     trial = optuna.load_study(study_name="queued", storage="sqlite:///mlruns/optuna.db").trials[0]
     assert trial.params["learning_rate"] == 0.05 and trial.params["optimizer"] == "rmsprop"
     assert trial.params["units"] == 16
+
+
+def test_a_pruned_trial_is_killed_in_mlflow_and_pruned_in_optuna(workdir: Path, e2e_spec: Callable[..., Path]) -> None:
+    """A good configuration first, then one that learns nothing: the median pruner (after 1 trial, from
+    epoch 1: the [study] pruner settings) stops the second at its first epoch."""
+    spec = e2e_spec("pruned", study={"n_trials": 2, "pruner": "median", "pruner_startup_trials": 1,
+                                     "pruner_warmup_epochs": 0},
+                    search={"learning_rate": {"low": 1e-7, "high": 0.1, "log": True}})
+    queue = workdir / "queue.json"
+    queue.write_text(json.dumps([{"learning_rate": 0.05, "optimizer": "adam"},
+                                 {"learning_rate": 1e-7, "optimizer": "rmsprop", "units": 8, "depth": 1,
+                                  "batch_size": 64}]))
+    code, out = _run(str(spec), "--enqueue", str(queue))
+    assert code == 0, out
+    first, second = optuna.load_study(study_name="pruned", storage="sqlite:///mlruns/optuna.db").trials
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert second.state == optuna.trial.TrialState.PRUNED and second.user_attrs["pruned_at"] == 1
+    run = MlflowClient(f"sqlite:///{Path.cwd()}/mlruns/mlflow.db").get_run(second.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["nnstudy.pruned"] == "true"
+    assert run.data.metrics["pruned_at_epoch"] == 1

@@ -58,14 +58,16 @@ def test_bad_worker_arguments_are_user_errors() -> None:
 
 
 @pytest.mark.slow
-def test_two_workers_give_exact_counts_and_one_child_run_per_trial(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("workers", "n_trials"), [(2, 5), (4, 6)])
+def test_workers_give_exact_counts_and_one_child_run_per_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               workers: int, n_trials: int) -> None:
+    """Several processes on one SQLite store: exact count, unique numbers, one parent, no lock errors."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "w.toml").write_text("""
+    (tmp_path / "w.toml").write_text(f"""
 [study]
 name = "two-workers"
-n_trials = 5
+n_trials = {n_trials}
 pruner = "none"
 [data]
 source = "pass_fail"
@@ -74,17 +76,19 @@ n_samples = 300
 max_epochs = 3
 early_stopping_patience = 2
 [search]
-learning_rate = { low = 1e-3, high = 1e-1, log = true }
+learning_rate = {{ low = 1e-3, high = 1e-1, log = true }}
 units = [8, 16]
 depth = 1
 """)
-    result = CliRunner().invoke(cli, ["run", "w.toml", "--workers", "2", "--no-progress"], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["run", "w.toml", "--workers", str(workers), "--no-progress"],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert "locked" not in result.output
     study = optuna.load_study(study_name="two-workers", storage="sqlite:///mlruns/optuna.db")
     trials = study.get_trials()
-    assert len(trials) == 5 and sorted(t.number for t in trials) == [0, 1, 2, 3, 4]
+    assert len(trials) == n_trials and sorted(t.number for t in trials) == list(range(n_trials))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert len({t.user_attrs["pid"] for t in trials}) == 2  # really two processes
+    assert len({t.user_attrs["pid"] for t in trials}) == workers  # really that many processes
     client = MlflowClient(f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("two-workers")
     assert experiment is not None
