@@ -95,11 +95,15 @@ def parse_builder_ref(text: str, base_dir: Path, spec_file: Any) -> BuilderRef:
 
 @contextlib.contextmanager
 def _on_sys_path(folder: Path) -> Iterator[None]:
-    entry = str(folder)
+    """The builder's folder first on ``sys.path`` (it may import its siblings), and no ``__pycache__``
+    written into the user's folder (``nnstudy validate`` writes nothing)."""
+    entry, no_bytecode = str(folder), sys.dont_write_bytecode
     sys.path.insert(0, entry)
+    sys.dont_write_bytecode = True
     try:
         yield
     finally:
+        sys.dont_write_bytecode = no_bytecode
         with contextlib.suppress(ValueError):
             sys.path.remove(entry)
 
