@@ -13,6 +13,7 @@ from nnstudy.contract import (
     ATTR_SEED,
     ENVIRONMENT_TAG_PREFIXES,
     ROLE_REPRODUCTION,
+    TAG_DEVICE,
     TAG_REPRODUCED_BY,
     TAG_REPRODUCTION_OF,
     TAG_VERSION_PREFIX,
@@ -34,6 +35,7 @@ class Reproduction:
     reproduced: dict[int, float]
     max_abs_diff: float
     environment_diffs: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (original, now)
+    note: str | None = None  # why the curves need not be equal bit for bit here (see exactness_note)
 
     def within(self, tolerance: float) -> bool:
         return math.isfinite(self.max_abs_diff) and self.max_abs_diff <= tolerance
@@ -58,7 +60,7 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     from nnstudy.data import prepare
     from nnstudy.objective import Objective
     from nnstudy.tracking import environment_tags
-    from nnstudy.training import configure_determinism
+    from nnstudy.training import backend, configure_determinism
 
     trial = records.trial(trial_number, run_id)
     original_id = records.run_id(trial) or ""
@@ -90,7 +92,25 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     new_tags = client.get_run(rec.run_id).data.tags
     return Reproduction(trial_number=trial.number, original_run_id=original_id, run_id=rec.run_id, metric=metric,
                         original=original_curve, reproduced=new_curve, max_abs_diff=max_diff,
-                        environment_diffs=_environment_diffs(original.data.tags, new_tags))
+                        environment_diffs=_environment_diffs(original.data.tags, new_tags),
+                        note=exactness_note(backend(), spec.train.deterministic,
+                                            original.data.tags.get(TAG_DEVICE, "CPU"), new_tags.get(TAG_DEVICE, "CPU")))
+
+
+def exactness_note(backend: str, deterministic: bool, *devices: str) -> str | None:
+    """A line saying why a reproduction need not be bit-exact, or ``None`` where it is expected to be:
+    TensorFlow with op determinism (``[train].deterministic``) on any device, JAX on a CPU."""
+    where = next((d for d in devices if d != "CPU"), "CPU")
+    if backend == "tensorflow" and deterministic or where == "CPU" and backend == "jax":
+        return None
+    if backend == "tensorflow":
+        why = "with [train].deterministic = false"
+    elif where == "CPU":
+        why = "is not checked for bit-exact reproduction"
+    else:
+        why = "does not fix the order of GPU reductions"
+    return (f"note: {backend} on {where} {why}: the curves may differ slightly (growing with the epochs); "
+            f"compare with --tolerance. Exact: TensorFlow (deterministic), and JAX on a CPU")
 
 
 def _environment_diffs(then: dict[str, str], now: dict[str, str]) -> dict[str, tuple[str, str]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import keras
+import numpy as np
 
 from nnstudy.data import PreparedData
 from nnstudy.spec import TrainSection
@@ -80,9 +81,10 @@ class InputPipeline:
     """Input path per backend, built from the prepared arrays once per process.
 
     TensorFlow gets ``tf.data`` (tensors made once; a seeded shuffle per trial so each trial
-    sees its own reproducible batch order) with many steps per execution. JAX and PyTorch get
-    the numpy arrays: tf.data with ``steps_per_execution`` was measured pathologically slow
-    under JAX.
+    sees its own reproducible batch order) with many steps per execution. JAX gets the numpy
+    arrays through :class:`ShuffledBatches` (its batch order drawn from the trial's seed and the
+    epoch, not from NumPy's global random state), PyTorch the numpy arrays as they are: tf.data
+    with ``steps_per_execution`` was measured pathologically slow under JAX.
     """
 
     def __init__(self, data: PreparedData, settings: TrainSection | None = None) -> None:
@@ -110,6 +112,10 @@ class InputPipeline:
 
     def fit_args(self, batch_size: int, seed: int) -> dict[str, Any]:
         if not self.uses_tf_data:
+            if backend() == "jax":
+                batches = ShuffledBatches(self.data.x_train, self.data.y_train, batch_size, seed)
+                return {"x": batches, "shuffle": False, "callbacks": [batches.epoch_setter()],
+                        "validation_data": (self.data.x_val, self.data.y_val)}
             return {"x": self.data.x_train, "y": self.data.y_train, "batch_size": batch_size, "shuffle": True,
                     "validation_data": (self.data.x_val, self.data.y_val)}
         import tensorflow as tf
@@ -123,6 +129,53 @@ class InputPipeline:
         if not self.uses_tf_data:
             return getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
         return self._tensors[split].batch(self.settings.eval_batch_size)
+
+
+class ShuffledBatches(keras.utils.PyDataset):  # type: ignore[misc]
+    """The training arrays in mini-batches, shuffled each epoch by the trial's own generator.
+
+    Keras shuffles numpy arrays with NumPy's *global* random state, which anything in the process
+    (a library, a callback, the epoch hook) may draw from between the seeding of a trial and its
+    epochs, so the batch order, and with it the curve, was not reproducible under JAX. Here the
+    order of epoch ``e`` is a permutation drawn from ``numpy.random.default_rng((seed, e))``: the
+    same for a trial and its reproduction whatever else the process does (and however often Keras
+    calls the epoch hooks of a ``PyDataset``). :meth:`epoch_setter` is the callback that tells it
+    which epoch is starting.
+    """
+
+    def __init__(self, x: Any, y: Any, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> Any:
+        return np.random.default_rng((self.seed, epoch)).permutation(len(self.x))
+
+    def set_epoch(self, epoch: int) -> None:
+        self._order = self._permutation(epoch)
+
+    def epoch_setter(self) -> keras.callbacks.Callback:
+        return _BatchOrderCallback(self)
+
+    @property
+    def num_batches(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+
+class _BatchOrderCallback(keras.callbacks.Callback):  # type: ignore[misc]
+    def __init__(self, batches: ShuffledBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.batches.set_epoch(epoch)  # before Keras draws the epoch's first batch
 
 
 class _EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
@@ -162,8 +215,9 @@ def train(data: PreparedData, params: dict[str, Any], settings: TrainSection, *,
         restore_best_weights=settings.restore_best_weights,
     )
     epoch_cb = _EpochCallback(on_epoch, settings.exploding_factor)
-    history = model.fit(**pipeline.fit_args(batch_size, seed), epochs=settings.max_epochs,
-                        callbacks=[epoch_cb, stopper], verbose=0)
+    fit_args = pipeline.fit_args(batch_size, seed)
+    callbacks = [*fit_args.pop("callbacks", []), epoch_cb, stopper]
+    history = model.fit(**fit_args, epochs=settings.max_epochs, callbacks=callbacks, verbose=0)
     curves = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     n_epochs = len(curves.get("loss", []))
     best = _best_epoch(curves.get(metric, []), direction)
