@@ -7,7 +7,6 @@ Exit codes: 0 success, 2 bad input (spec, data, arguments, store), 1 anything el
 from __future__ import annotations
 
 import json
-import signal
 import threading
 import sys
 from pathlib import Path
@@ -34,6 +33,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except NnstudyError as err:
             raise _Failure(str(err), err.exit_code) from None
+        except KeyboardInterrupt:  # before anything was written (click would call it "Aborted!", exit 1)
+            raise _Failure("interrupted", 130) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,6 +81,22 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
     Several `nnstudy run` processes, on one machine or many, may share a study through the same
     --storage and --tracking-uri: the study and its parent run are created once.
     """
+    from nnstudy.interrupts import GATE
+
+    if threading.current_thread() is threading.main_thread():  # (the CLI may be driven from a thread, in tests)
+        GATE.install()  # Ctrl-C / SIGTERM: KeyboardInterrupt only where no record is half-written
+    try:
+        _run(spec, n_trials, timeout, study_name, storage, tracking_uri, seed, sampler, pruner, enqueue_file, workers,
+             gpus, trials_per_gpu, backend, no_progress)
+    finally:
+        if GATE.signum is None:  # (interrupted: keep ignoring further signals until the process has exited)
+            GATE.restore()
+
+
+def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str | None, storage: str | None,
+         tracking_uri: str | None, seed: int | None, sampler: str | None, pruner: str | None,
+         enqueue_file: Path | None, workers: int, gpus: str | None, trials_per_gpu: int, backend: str | None,
+         no_progress: bool) -> None:
     from nnstudy.spec import load_spec
 
     overrides = _study_overrides(n_trials=n_trials, timeout=timeout, study_name=study_name, seed=seed,
@@ -94,8 +111,6 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
     from nnstudy.progress import leaderboard
 
     extra = load_enqueue_file(enqueue_file, study_spec) if enqueue_file else []
-    if threading.current_thread() is threading.main_thread():  # (the CLI may be driven from a thread, in tests)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
     outcome = run_study(study_spec, storage=storage, tracking_uri=tracking_uri, extra_enqueue=extra,
                         show_progress=not no_progress, workers=workers,
                         gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
@@ -125,10 +140,6 @@ def _console(width: int) -> Any:
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else width)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @cli.command()
@@ -243,6 +254,8 @@ def reproduce(study_name: str | None, storage: str | None, tracking_uri: str | N
     click.echo(f"trial {rep.trial_number}: original run {rep.original_run_id}, reproduction run {rep.run_id}")
     for key, (then, now) in sorted(rep.environment_diffs.items()):
         click.echo(f"differs: {key}: {then} -> {now}")
+    if rep.note:
+        click.echo(rep.note)
     click.echo(f"{'epoch':>5}  {'original':>12}  {'reproduced':>12}  {'abs diff':>10}")
     for epoch, a, b, d in rep.rows():
         click.echo(f"{epoch:>5}  {_num(a, '.6f'):>12}  {_num(b, '.6f'):>12}  {_num(d, '.3g'):>10}")

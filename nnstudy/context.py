@@ -12,6 +12,7 @@ import optuna
 from nnstudy.contract import STUDY_PARENT_PENDING
 from nnstudy.data import PreparedData, prepare
 from nnstudy.errors import TrialFailed
+from nnstudy.interrupts import GATE
 from nnstudy.parent import open_parent, update_parent_run
 from nnstudy.progress import StudyProgress
 from nnstudy.recorder import RunTarget
@@ -40,16 +41,26 @@ class StudyContext:
         return RunTarget(self.tracker, self.experiment_id, self.parent_id, self.spec.name)
 
     def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None) -> None:
-        """Run ``n_trials`` trials of the study in this process."""
+        """Run ``n_trials`` trials of the study in this process.
+
+        An interrupt (Ctrl-C, SIGTERM) raises ``KeyboardInterrupt`` out of here only where no record is
+        half-written (see :mod:`nnstudy.interrupts`): the running trial ends FAIL (``interrupted``) with its
+        run KILLED, or, between trials, none is left open."""
         from nnstudy.export import model_keeper
         from nnstudy.objective import Objective
         from nnstudy.training import configure_determinism
 
         configure_determinism(self.spec.train.deterministic)
-        objective = Objective(self.spec, self.data, self.runs, run_tags=self.env,
-                              progress=progress.on_epoch if progress else None,
+        show = progress.on_epoch if progress else None
+
+        def on_epoch(trial_number: int, epoch: int, logs: dict[str, float]) -> None:
+            GATE.check()  # inside the trial's training: the trial records the interrupt
+            if show is not None:
+                show(trial_number, epoch, logs)
+
+        objective = Objective(self.spec, self.data, self.runs, run_tags=self.env, progress=on_epoch,
                               on_result=model_keeper(self.spec, self.study, self.tracker, self.data))
-        callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else [])
+        callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else []) + [_between_trials]
         # the frameworks' millions of long-lived objects leave the collector's view while trials run:
         # the gc.collect() after each trial then costs milliseconds instead of ~0.3 s
         gc.collect()
@@ -59,6 +70,7 @@ class StudyContext:
                                 callbacks=callbacks, gc_after_trial=True, show_progress_bar=False)
         finally:
             gc.unfreeze()
+        GATE.check()  # an interrupt that came during the last trial's bookkeeping
 
     def update_parent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """After each trial: the best value so far and the link to the best child run."""
@@ -70,6 +82,11 @@ class StudyContext:
             update_parent_run(self.tracker, self.parent_id, best, study.user_attrs)
         except Exception:  # MLflow unreachable (any transport error): `sync` writes the parent's summary later
             study.set_user_attr(STUDY_PARENT_PENDING, True)
+
+
+def _between_trials(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """After each trial (told, its run ended): raise an interrupt that waited for it."""
+    GATE.check()
 
 
 def open_context(spec: StudySpec, store: Store, data: PreparedData | None = None) -> StudyContext:

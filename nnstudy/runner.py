@@ -7,6 +7,7 @@ same spec adds trials to the same study and the same parent run.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,11 @@ from nnstudy.data import PreparedData, prepare
 from nnstudy.enqueue import enqueue
 from nnstudy.model import check_model
 from nnstudy.errors import StudyInterrupted
+from nnstudy.interrupts import GATE
 from nnstudy.parent import finish_parent
 from nnstudy.progress import StudyProgress
 from nnstudy.spec import StudySpec
-from nnstudy.storage import recover_stale_trials
+from nnstudy.storage import end_interrupted_trials, recover_stale_trials
 from nnstudy.store import Store, resolve_store
 from nnstudy.sync import sync_records
 from nnstudy.tracking import check_reachable
@@ -70,34 +72,38 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     check_reachable(store.tracking_uri)
     store.check_files()
     store.check_databases()
-    store.prepare()
-    ctx = open_context(spec, store, data)
-    recover_stale_trials(ctx.study, ctx.tracker)
-    synced = sync_records(ctx.study, ctx.tracker, metric=spec.study.metric)
-    if synced:
-        print(f"wrote the MLflow records of {len(synced)} trial(s) kept while MLflow was unreachable",
-              file=sys.stderr)
-    enqueue(ctx.study, [*spec.enqueue, *(extra_enqueue or [])])
-    before = len(ctx.study.get_trials(deepcopy=False))
-    progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
-    try:
-        with progress:
-            recycle = spec.study.trials_per_process
-            if len(plans) == 1 and not plans[0].env and (recycle == 0 or spec.study.n_trials <= recycle):
-                ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress)
-            else:
-                run_workers(ctx, plans, progress=progress, trials_per_process=recycle)
-    except KeyboardInterrupt:
-        raise _interrupted(ctx) from None
-    except BaseException:
-        ctx.tracker.end_run(ctx.parent_id, "FAILED")
-        raise
-    _finish(ctx)
+    with GATE.critical():  # from here an interrupt never lands inside a store write (see nnstudy.interrupts)
+        store.prepare()
+        ctx = open_context(spec, store, data)
+        recover_stale_trials(ctx.study, ctx.tracker)
+        synced = sync_records(ctx.study, ctx.tracker, metric=spec.study.metric)
+        if synced:
+            print(f"wrote the MLflow records of {len(synced)} trial(s) kept while MLflow was unreachable",
+                  file=sys.stderr)
+        enqueue(ctx.study, [*spec.enqueue, *(extra_enqueue or [])])
+        before = len(ctx.study.get_trials(deepcopy=False))
+        progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
+        try:
+            with progress:
+                recycle = spec.study.trials_per_process
+                GATE.check()
+                if len(plans) == 1 and not plans[0].env and (recycle == 0 or spec.study.n_trials <= recycle):
+                    ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress)
+                else:
+                    run_workers(ctx, plans, progress=progress, trials_per_process=recycle)
+        except KeyboardInterrupt:
+            raise _interrupted(ctx) from None
+        except BaseException:
+            ctx.tracker.end_run(ctx.parent_id, "FAILED")
+            raise
+        _finish(ctx)
     return StudyOutcome(study=ctx.study, store=store, parent_run_id=ctx.parent_id, experiment_id=ctx.experiment_id,
                         new_trials=len(ctx.study.get_trials(deepcopy=False)) - before, data=data)
 
 
 def _interrupted(ctx: StudyContext) -> StudyInterrupted:
+    """After an interrupt: no trial of this process left open, the parent run KILLED."""
+    end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()])
     ctx.tracker.end_run(ctx.parent_id, "KILLED")
     done = len(ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     return StudyInterrupted(f"study {ctx.spec.name!r} interrupted; {done} complete trial(s) are kept in "

@@ -3,10 +3,12 @@ creating or loading the study, and repairing trials left RUNNING by a dead proce
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import time
 import warnings
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -25,6 +27,16 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 20
 DEFAULT_HEARTBEAT_GRACE_S = 60
 
 
+class RetryDeadTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's re-run of a dead worker's trial (same parameters), without the dead trial's user
+    attributes: its run id, pid or ``fail_reason`` must not pass for the re-run's own."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bare = copy.copy(trial)
+        bare.user_attrs = {}
+        super().__call__(study, bare)
+
+
 def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL_S,
                  heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S, create: bool = True) -> optuna.storages.BaseStorage:
     """RDB storage with heartbeats (trials of dead workers are failed, then re-run up to
@@ -40,7 +52,7 @@ def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DE
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+                retry = RetryDeadTrial(max_retry=max_retries)
                 return optuna.storages.RDBStorage(absolute_sqlite(url), engine_kwargs=engine_kwargs,
                                                   heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
                                                   heartbeat_stale_trial_callback=retry, skip_table_creation=not create)
@@ -96,36 +108,75 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     """Fail trials left RUNNING by a dead process, and end their MLflow runs as KILLED.
 
     A trial started on this host whose process is gone is failed at once; trials of other
-    hosts are failed by Optuna once their heartbeat is older than the grace period.
-    Returns the numbers of the trials whose records were repaired.
+    hosts are failed once their heartbeat is older than the grace period. Either way the trial's
+    ``fail_reason`` is ``worker-died`` and it is re-run (same parameters and seed) up to
+    ``[study].max_retries`` times. Returns the numbers of the trials whose records were repaired.
     """
-    from nnstudy.tracking import is_missing_run
-
     storage = study._storage
     host = platform.node()
+    callback = None
+    if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat):
+        callback = storage.get_heartbeat_stale_trial_callback()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get(ATTR_PID)
         if t.user_attrs.get(ATTR_HOST) == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-            storage.set_trial_user_attr(t._trial_id, ATTR_FAIL_REASON, "worker-died")
-            if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-                callback = None
-                if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat):
-                    callback = storage.get_heartbeat_stale_trial_callback()
-                if callback is not None:  # the same retry as for a stale heartbeat
-                    callback(study, storage.get_trial(t._trial_id))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+            if _fail(storage, t._trial_id, "worker-died") and callback is not None:
+                callback(study, storage.get_trial(t._trial_id))  # the same retry as for a stale heartbeat
+    if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat) and \
+            optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        # the trials whose heartbeat is too old: named before Optuna fails (and retries) them, to record why
+        stale = storage._get_stale_trial_ids(study._study_id)
+        for trial_id in stale:
+            storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, "worker-died")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    return _end_open_runs(study, tracker, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+
+
+def end_interrupted_trials(study: optuna.Study, tracker: Tracker, pids: Collection[int]) -> list[int]:
+    """After an interrupt: the trials of these processes (of this host, all ended now) that are still
+    RUNNING become FAIL (``interrupted``, not re-run), and their MLflow runs still RUNNING become KILLED.
+    Returns the numbers of the trials whose records were repaired."""
+    storage = study._storage
+    host = platform.node()
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_HOST) == host
+            and t.user_attrs.get(ATTR_PID) in pids]
+    repaired = [t.number for t in mine if t.state == optuna.trial.TrialState.RUNNING
+                and _fail(storage, t._trial_id, "interrupted")]
+    ended = _end_open_runs(study, tracker, [storage.get_trial(t._trial_id) for t in mine])
+    return sorted(set(repaired) | set(ended))
+
+
+def _fail(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> bool:
+    """Mark a RUNNING trial FAIL with its reason; False when another process finished it first."""
+    try:
+        storage.set_trial_user_attr(trial_id, ATTR_FAIL_REASON, reason)
+        return bool(storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def _end_open_runs(study: optuna.Study, tracker: Tracker, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """End as KILLED the MLflow runs still RUNNING of failed trials whose process died or was interrupted
+    (failures nnstudy recorded itself ended their run already)."""
+    from nnstudy.tracking import is_missing_run
+
     repaired = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+    for t in trials:
+        reason = t.user_attrs.get(ATTR_FAIL_REASON)
         run_id = run_id_of(t, study.user_attrs)
-        if not run_id or t.user_attrs.get(ATTR_FAIL_REASON) not in (None, "worker-died"):
-            continue  # failures nnstudy recorded itself already ended their MLflow run
+        if t.state != optuna.trial.TrialState.FAIL or not run_id or reason not in (None, *OPEN_RUN_REASONS):
+            continue
         try:
             if tracker.run_status(run_id) == "RUNNING":
-                tracker.end_run(run_id, "KILLED", {TAG_FAIL_REASON: "worker-died"})
+                tracker.end_run(run_id, "KILLED", {TAG_FAIL_REASON: str(reason or "worker-died")})
                 repaired.append(t.number)
         except Exception as err:
             if not is_missing_run(err):  # a run deleted from MLflow has nothing to end
                 raise
     return repaired
+
+
+#: fail reasons whose trial may have left its MLflow run RUNNING
+OPEN_RUN_REASONS = ("worker-died", "interrupted")

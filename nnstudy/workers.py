@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nnstudy.contract import ATTR_FAIL_REASON, ATTR_PID
 from nnstudy.errors import NnstudyError, UserInputError
 
 if TYPE_CHECKING:
@@ -115,23 +116,51 @@ def split_trials(n_trials: int, n_workers: int) -> list[int]:
 
 def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[str, str], n_trials: int,
                  timeout: float | None) -> None:
-    """Entry point of a worker process (spawned: nothing of Keras is imported yet)."""
-    from nnstudy import runtime
+    """Entry point of a worker process (spawned: nothing of Keras is imported yet).
 
-    os.environ.update(env)
-    runtime.configure(spec.train.backend, import_keras=True)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    from nnstudy.context import open_context
+    It starts with SIGINT ignored (see :func:`nnstudy.interrupts.sigint_ignored`): a Ctrl-C before the gate
+    below is installed reaches the parent, which stops it with SIGTERM. Exits 130 when interrupted, its
+    running trial recorded."""
+    from nnstudy.interrupts import GATE
 
+    GATE.install()
     try:
-        ctx = open_context(spec, store, data)
-        ctx.optimize(n_trials, timeout=timeout)
+        from nnstudy import runtime
+
+        os.environ.update(env)
+        runtime.configure(spec.train.backend, import_keras=True)
+        from nnstudy.context import open_context
+        from nnstudy.storage import end_interrupted_trials
+
+        with GATE.critical():
+            ctx = open_context(spec, store, data)
+            try:
+                GATE.check()
+                ctx.optimize(n_trials, timeout=timeout)
+            except KeyboardInterrupt:
+                end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()])
+                raise
     except KeyboardInterrupt:
         sys.exit(130)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+#: seconds the parent waits for interrupted workers to record their trials before it kills them
+STOP_WAIT_S = 20.0
+
+
+def _stop(procs: list[Any], wait_s: float = STOP_WAIT_S) -> None:
+    """SIGTERM each live worker (each records its running trial and exits 130); SIGKILL those still
+    alive after ``wait_s`` seconds."""
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
 
 
 def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyProgress | None = None,
@@ -141,8 +170,17 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
     With ``trials_per_process > 0`` a worker process exits after that many trials and a fresh one
     takes over its share: TensorFlow keeps a few MB per traced model for the life of a process,
     so recycling keeps a long study's memory flat.
+
+    A worker killed by a signal (``kill -9``, the kernel's OOM killer) loses only its running trial:
+    that trial ends FAIL (``worker-died``), its run KILLED, it is re-run with the same parameters and
+    seed (``[study].max_retries``), and a fresh worker takes over the rest of the dead one's share, so
+    the number of trials that ended by themselves stays exactly ``n_trials``. Ctrl-C or SIGTERM stops
+    every worker (each records its running trial FAIL / KILLED) and raises ``KeyboardInterrupt``.
     """
     import optuna
+
+    from nnstudy.interrupts import GATE, sigint_ignored
+    from nnstudy.storage import end_interrupted_trials, recover_stale_trials
 
     spawn = multiprocessing.get_context("spawn")
     remaining = split_trials(ctx.spec.study.n_trials, len(plans))
@@ -150,7 +188,10 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     done_before = len(ctx.study.get_trials(deepcopy=False, states=finished))
     running: dict[int, Any] = {}  # plan index -> process
+    given: dict[int, int] = {}  # process id -> the trials it was asked to run
+    started: list[Any] = []
     ended: list[Any] = []
+    deaths = 0
 
     def start(i: int) -> None:
         left = None if deadline is None else deadline - time.monotonic()
@@ -160,32 +201,53 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
         remaining[i] -= count
         proc = spawn.Process(target=_worker_main, name=f"nnstudy-{plans[i].name}", daemon=False,
                              args=(ctx.spec, ctx.store, ctx.data, plans[i].env, count, left))
-        proc.start()
+        with sigint_ignored():  # inherited: the child takes Ctrl-C only once it can record it
+            proc.start()
         running[i] = proc
+        started.append(proc)
+        assert proc.pid is not None
+        given[proc.pid] = count
+
+    def ran_by(pid: int) -> int:
+        """Trials a (dead) worker ended by themselves: the ones its death failed do not count."""
+        return sum(1 for t in ctx.study.get_trials(deepcopy=False, states=finished)
+                   if t.user_attrs.get(ATTR_PID) == pid and t.user_attrs.get(ATTR_FAIL_REASON) != "worker-died")
 
     def show() -> None:
         if progress is not None:
             done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
             progress.show(ctx.study, done, running=len(running))
 
-    for i in range(len(plans)):
-        start(i)
     try:
-        while running:
-            for i, proc in list(running.items()):
-                if not proc.is_alive():
-                    proc.join()
-                    ended.append(running.pop(i))
-                    if proc.exitcode == 0:
-                        start(i)  # a fresh process for the rest of this worker's share
-            show()
-            time.sleep(poll_s)
+        with GATE.interruptible():  # waiting for the workers: an interrupt stops them at once
+            for i in range(len(plans)):
+                start(i)
+            while running:
+                for i, proc in list(running.items()):
+                    if not proc.is_alive():
+                        proc.join()
+                        running.pop(i)
+                        killed = proc.exitcode is not None and proc.exitcode < 0
+                        if killed:  # by a signal: fail (and re-run) its trial
+                            deaths += 1
+                            recover_stale_trials(ctx.study, ctx.tracker)
+                        if killed and deaths <= MAX_WORKER_DEATHS:
+                            print(f"warning: worker {proc.name} (pid {proc.pid}) was killed by signal "
+                                  f"{-proc.exitcode}; its running trial is re-run", file=sys.stderr)
+                            remaining[i] += given[int(proc.pid)] - ran_by(int(proc.pid))
+                            start(i)  # a fresh worker takes over the rest of its share
+                        elif proc.exitcode == 130:  # a worker interrupted on its own (kill -INT/-TERM): stop all
+                            ended.append(proc)
+                            GATE.interrupt()
+                        else:
+                            ended.append(proc)
+                            if proc.exitcode == 0:
+                                start(i)  # a fresh process for the rest of this worker's share
+                show()
+                time.sleep(poll_s)
     except KeyboardInterrupt:
-        for proc in running.values():
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in running.values():
-            proc.join(timeout=60)
+        _stop(list(running.values()))
+        end_interrupted_trials(ctx.study, ctx.tracker, [p.pid for p in started if p.pid is not None])
         raise
     show()
     failed = [p for p in ended if p.exitcode not in (0, None)]
@@ -194,3 +256,7 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
     if failed:
         raise NnstudyError(f"worker {failed[0].name} exited with code {failed[0].exitcode}; "
                            "its finished trials are kept")
+
+
+#: worker processes killed by a signal that a study replaces before it gives up (the next one is an error)
+MAX_WORKER_DEATHS = 10

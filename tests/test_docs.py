@@ -90,7 +90,9 @@ def test_only_contract_spells_the_keys_linking_trials_and_runs() -> None:
 
     key = re.compile(r'"(nnstudy\.[a-z_]+|mlflow_pending|mlflow_parent_run_id|mlflow\.parentRunId)"'
                      r'|user_attrs(?:\.get\(|\[)"[a-z_]+"|set_(?:trial_)?user_attr\([^,]*"[a-z_]+"')
-    offenders = {p.name: key.findall(p.read_text()) for p in (ROOT / "nnstudy").glob("*.py") if p.name != "contract.py"}
+    modules = {f"nnstudy.{p.stem}" for p in (ROOT / "nnstudy").glob("*.py")}  # module names are not keys
+    offenders = {p.name: [k for k in key.findall(p.read_text()) if k not in modules]
+                 for p in (ROOT / "nnstudy").glob("*.py") if p.name != "contract.py"}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
