@@ -93,7 +93,7 @@ def predict(records: StudyRecords, input_file: Path, *, trial: int | None = None
     probabilities of classes."""
     import tempfile
 
-    from nnstudy.export import download_bundle
+    from nnstudy.mlflow_model import trial_bundle
     from nnstudy.files import regular_file
     from nnstudy.tables import read_table
 
@@ -110,7 +110,7 @@ def predict(records: StudyRecords, input_file: Path, *, trial: int | None = None
     else:
         rows = read_table(Path(input_file))
     with tempfile.TemporaryDirectory() as tmp:
-        return download_bundle(records.client, rec.run_id, Path(tmp)).predict(rows, input_file)
+        return trial_bundle(records.client, rec.run_id, rec.model_uri, Path(tmp)).predict(rows, input_file)
 
 
 def report(records: StudyRecords, out_dir: Path, *, top: int = 5) -> list[Path]:

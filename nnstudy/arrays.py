@@ -303,4 +303,5 @@ def prepare_arrays(x: np.ndarray, y: np.ndarray, *, source: str, task_requested:
         pre.max_abs = max_abs
     xs = pre._apply(xf, source)
     return PreparedData.from_split(xs, y_enc, (train, val, test), task=task, n_classes=len(classes), preprocessing=pre,
-                                   source=source, digest_prefix=str(xs.shape).encode())
+                                   source=source, digest_prefix=str(xs.shape).encode(),
+                                   example=np.asarray(x)[train[:5]])

@@ -46,7 +46,7 @@ class StudyContext:
         An interrupt (Ctrl-C, SIGTERM) raises ``KeyboardInterrupt`` out of here only where no record is
         half-written (see :mod:`nnstudy.interrupts`): the running trial ends FAIL (``interrupted``) with its
         run KILLED, or, between trials, none is left open."""
-        from nnstudy.export import model_keeper
+        from nnstudy.mlflow_model import model_keeper
         from nnstudy.objective import Objective
         from nnstudy.training import configure_determinism
 

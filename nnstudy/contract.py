@@ -37,6 +37,7 @@ ATTR_DIAGNOSIS_DETAIL = "diagnosis_detail"
 ATTR_DIVERGED_AT = "diverged_at"
 ATTR_PRUNED_AT = "pruned_at"
 ATTR_MODEL_LOGGED = "model_logged"
+ATTR_MODEL_URI = "model_uri"  # the trial's MLflow Model (models:/<id>); older studies kept a bundle under model/
 ATTR_N_PARAMS = "n_params"
 
 # --------------------------------------------------------------------------- Optuna study user attributes
@@ -78,6 +79,18 @@ TAG_RESUMED_AT = "nnstudy.resumed_at"
 TAG_SYNCED = "nnstudy.synced"
 TAG_OPTUNA_STORAGE = "nnstudy.optuna_storage"
 TAG_SPEC_FILE = "nnstudy.spec_file"
+
+# --------------------------------------------------------------------------- MLflow experiment and registry
+EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI opens an experiment in the view of its kind
+KIND_MODEL_TRAINING = "custom_model_development"
+MODEL_NAME = "model"  # the name of a trial's logged MLflow Model
+CHAMPION = "champion"  # the registry alias `register` points at the newest registered best model
+# tags of a registered model version: where it came from
+VERSION_STUDY = "study"
+VERSION_TRIAL = "trial"
+VERSION_METRIC = "metric"
+VERSION_VALUE = "value"
+VERSION_RUN = "run_id"
 TAG_PYTHON = "nnstudy.python"
 TAG_HOST = "nnstudy.host"
 TAG_KERAS_BACKEND = "nnstudy.keras_backend"
@@ -137,6 +150,7 @@ class TrialRecord:
     pruned_at: int | None = None
     retry_of: int | None = None
     model_logged: bool = False
+    model_uri: str | None = None  # None with model_logged: a bundle under the run's model/ artifacts
     extra: dict[str, Any] = field(default_factory=dict)  # every other user attribute / tag, as stored
 
     @classmethod
@@ -148,7 +162,7 @@ class TrialRecord:
             duration = round(trial.duration.total_seconds(), 3)
         known = {ATTR_RUN_ID, ATTR_PENDING, ATTR_FAIL_REASON, ATTR_SEED, ATTR_BEST_EPOCH, ATTR_STOPPED_EPOCH,
                  ATTR_EARLY_STOPPED, ATTR_DURATION, ATTR_DIAGNOSIS, ATTR_DIAGNOSIS_EPOCH, ATTR_DIAGNOSIS_DETAIL,
-                 ATTR_DIVERGED_AT, ATTR_PRUNED_AT, ATTR_RETRY_OF, ATTR_MODEL_LOGGED}
+                 ATTR_DIVERGED_AT, ATTR_PRUNED_AT, ATTR_RETRY_OF, ATTR_MODEL_LOGGED, ATTR_MODEL_URI}
         return cls(
             number=trial.number, state=trial.state.name, value=trial.value, params=dict(trial.params),
             seed=_int(a.get(ATTR_SEED)), best_epoch=_int(a.get(ATTR_BEST_EPOCH)),
@@ -158,7 +172,7 @@ class TrialRecord:
             diagnosis=a.get(ATTR_DIAGNOSIS), diagnosis_epoch=_int(a.get(ATTR_DIAGNOSIS_EPOCH)),
             diagnosis_detail=str(a.get(ATTR_DIAGNOSIS_DETAIL, "")), diverged_at=_int(a.get(ATTR_DIVERGED_AT)),
             pruned_at=_int(a.get(ATTR_PRUNED_AT)), retry_of=_int(a.get(ATTR_RETRY_OF)),
-            model_logged=bool(a.get(ATTR_MODEL_LOGGED, False)),
+            model_logged=bool(a.get(ATTR_MODEL_LOGGED, False)), model_uri=a.get(ATTR_MODEL_URI),
             extra={k: v for k, v in a.items() if k not in known},
         )
 

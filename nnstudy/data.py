@@ -58,6 +58,9 @@ def infer_task(y: pd.Series, requested: str, source: str, target: str) -> str:
     return kind
 
 
+EXAMPLE_ROWS = 5  # raw rows kept as the input example of logged models
+
+
 def prepare(spec: StudySpec) -> PreparedData:
     """Load, check, split and scale the spec's data (a table, or arrays). Deterministic for a given spec."""
     section = spec.data
@@ -129,7 +132,8 @@ def prepare(spec: StudySpec) -> PreparedData:
                         feature_names=[str(c) for c in encoded.columns], mean=mean.tolist(),
                         scale=scale.tolist(), classes=classes)
     return PreparedData.from_split(x, y, (idx_train, idx_val, idx_test), task=task, n_classes=len(classes),
-                                   preprocessing=pre, source=source)
+                                   preprocessing=pre, source=source,
+                                   example=x_frame.iloc[idx_train[:EXAMPLE_ROWS]].reset_index(drop=True))
 
 
 def _prepare_arrays(spec: StudySpec) -> PreparedData:

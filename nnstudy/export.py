@@ -17,19 +17,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from nnstudy.contract import ATTR_MODEL_LOGGED
-from nnstudy.data import PreparedData
 from nnstudy.arrays import ArrayPreprocessing
 from nnstudy.preprocessing import Preprocessing
 from nnstudy.errors import DataError
 
 if TYPE_CHECKING:
-    import optuna
-
-    from nnstudy.objective import ResultHook, TrialLike
-    from nnstudy.spec import StudySpec
     from nnstudy.tracking import Tracker
-    from nnstudy.training import TrainResult
 
 MODEL_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -104,36 +97,15 @@ class Bundle:
 
 def log_bundle(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: AnyPreprocessing,
                info: dict[str, Any]) -> None:
-    """Save a bundle into the run's artifacts under ``model/``."""
+    """Save a bundle into the run's artifacts under ``model/`` (how studies before the MLflow Model kept
+    models; :func:`download_bundle` still reads them)."""
     with tempfile.TemporaryDirectory() as tmp:
         save_bundle(model, preprocessing, Path(tmp), info)
         tracker.log_artifacts(run_id, Path(tmp), ARTIFACT_DIR)
 
 
 def download_bundle(client: Any, run_id: str, destination: Path) -> Bundle:
-    """Fetch a run's ``model/`` artifacts and load them (safe mode)."""
+    """Fetch a run's ``model/`` artifacts (studies made before models were MLflow Models) and load
+    them (safe mode)."""
     local = client.download_artifacts(run_id, ARTIFACT_DIR, str(destination))
     return Bundle.load(Path(local))
-
-
-def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: PreparedData) -> ResultHook:
-    """A result hook that logs the trained model of every trial (``[study].keep_models = "all"``) or of
-    each new best (``"best"``, the default) as a bundle on the trial's run; ``"none"`` logs none."""
-
-    def keep(trial: TrialLike, run_id: str, result: TrainResult) -> None:
-        if spec.study.keep_models == "none":
-            return
-        value = result.value(spec.study.metric)
-        if spec.study.keep_models == "best":
-            try:
-                best: float | None = study.best_value
-            except ValueError:
-                best = None
-            if best is not None and not (value < best if spec.direction == "minimize" else value > best):
-                return
-        log_bundle(tracker, run_id, result.model, data.preprocessing, {
-            "study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
-            "metric": spec.study.metric, "value": value, "data_digest": data.digest})
-        trial.set_user_attr(ATTR_MODEL_LOGGED, True)
-
-    return keep

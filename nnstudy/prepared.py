@@ -13,6 +13,8 @@ import numpy as np
 from nnstudy.errors import DataError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from nnstudy.arrays import ArrayPreprocessing
     from nnstudy.preprocessing import Preprocessing
 
@@ -32,13 +34,15 @@ class PreparedData:
     preprocessing: Preprocessing | ArrayPreprocessing
     source: str
     digest: str  # sha256 of the prepared arrays: equal digests mean equal data
+    example: pd.DataFrame | np.ndarray | None = None  # a few raw input rows, as a user would pass them to predict
 
     @classmethod
     def from_split(cls, x: np.ndarray, y: np.ndarray, split: tuple[np.ndarray, np.ndarray, np.ndarray], *,
                    task: str, n_classes: int, preprocessing: Preprocessing | ArrayPreprocessing, source: str,
-                   digest_prefix: bytes = b"") -> PreparedData:
+                   digest_prefix: bytes = b"", example: pd.DataFrame | np.ndarray | None = None) -> PreparedData:
         """The splits of prepared ``x`` and ``y`` by ``split`` (train, validation, test row indices; an
-        empty test part means none), digested: equal digests mean equal data and split."""
+        empty test part means none), digested: equal digests mean equal data and split. ``example``: a few
+        raw input rows (the MLflow Model's input example and signature)."""
         digest = hashlib.sha256(digest_prefix)
         for part in (x, y, *split):
             digest.update(np.ascontiguousarray(part).tobytes())
@@ -47,7 +51,7 @@ class PreparedData:
         return cls(x_train=x[train], y_train=y[train], x_val=x[val], y_val=y[val],
                    x_test=x[test] if has_test else None, y_test=y[test] if has_test else None, task=task,
                    n_classes=n_classes if task == "multiclass" else 1, preprocessing=preprocessing, source=source,
-                   digest=digest.hexdigest()[:16])
+                   digest=digest.hexdigest()[:16], example=example)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

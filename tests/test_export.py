@@ -7,11 +7,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 
-from nnstudy.contract import ATTR_MODEL_LOGGED
 from nnstudy.data import PreparedData, prepare
 from nnstudy.datasets import pass_fail_frame
 from nnstudy.errors import DataError
@@ -19,13 +17,11 @@ from nnstudy.export import (
     Bundle,
     download_bundle,
     log_bundle,
-    model_keeper,
     save_bundle,
 )
 from nnstudy.model import build_model
 from nnstudy.spec import StudySpec
 from nnstudy.tracking import Tracker
-from nnstudy.training import TrainResult
 
 PARAMS = {"depth": 1, "units": 8, "activation": "relu", "dropout": 0.0}
 
@@ -92,26 +88,3 @@ def test_logged_bundle_downloads_and_predicts_the_same(binary: PreparedData, tra
     bundle = download_bundle(tracker.client, run_id, tmp_path / "down")
     rows = pass_fail_frame(5, 2).drop(columns="passed")
     pd.testing.assert_frame_equal(bundle.predict(rows), Bundle(model, binary.preprocessing, {}).predict(rows))
-
-
-@pytest.mark.parametrize(("keep", "logged"), [("best", [True, False, True]), ("all", [True, True, True]),
-                                              ("none", [False, False, False])])
-def test_model_keeper_logs_the_models_keep_models_asks_for(tiny_spec: Callable[..., StudySpec], tracker: Tracker,
-                                                           binary: PreparedData, keep: str,
-                                                           logged: list[bool]) -> None:
-    spec = tiny_spec(study={"keep_models": keep})
-    study = optuna.create_study(direction=spec.direction)
-    keeper = model_keeper(spec, study, tracker, binary)
-    model = _model(binary)
-    experiment = tracker.experiment("keep")
-    got = []
-    for number, value in enumerate((0.5, 0.6, 0.4)):  # a first, a worse, a better one
-        trial = optuna.trial.FixedTrial({}, number=number)
-        run_id = tracker.create_child_run(experiment, None, "keep", number, params={}, tags={})
-        result = TrainResult(history={"val_loss": [value]}, best_epoch=1, stopped_epoch=1, early_stopped=False,
-                             diverged_at=None, stopped_by_hook=None, model=model, duration_s=0.0)
-        keeper(trial, run_id, result)
-        got.append(bool(tracker.client.list_artifacts(run_id, "model")))
-        assert trial.user_attrs.get(ATTR_MODEL_LOGGED, False) == got[-1]
-        study.add_trial(optuna.trial.create_trial(value=value))
-    assert got == logged

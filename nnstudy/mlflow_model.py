@@ -1,0 +1,165 @@
+"""A trained model as an MLflow Model: logged on its trial's run, loaded back as a bundle.
+
+The MLflow Model (named ``model``, a pyfunc built from the code in :mod:`nnstudy.pyfunc_model`)
+holds the bundle of :mod:`nnstudy.export` (``model.keras`` + ``preprocessing.json``) among its
+artifacts, a copy of nnstudy's code (so it loads wherever its pinned requirements are installed),
+a signature of the raw input columns and the predictions, and a few raw rows as input example.
+``mlflow.pyfunc.load_model(uri).predict(rows)`` therefore returns what ``nnstudy predict`` returns.
+Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nnstudy.contract import ATTR_MODEL_LOGGED, ATTR_MODEL_URI, MODEL_NAME, TAG_STUDY, TAG_TRIAL
+from nnstudy.export import Bundle, download_bundle, save_bundle
+from nnstudy.store import absolute_sqlite
+
+if TYPE_CHECKING:
+    import keras
+    import optuna
+
+    from nnstudy.data import PreparedData
+    from nnstudy.export import AnyPreprocessing
+    from nnstudy.objective import ResultHook, TrialLike
+    from nnstudy.spec import StudySpec
+    from nnstudy.tracking import Tracker
+    from nnstudy.training import TrainResult
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's model logging talks to the global tracking URI: point it at ``uri`` for the block."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(absolute_sqlite(uri)):
+        yield
+
+
+def requirements() -> list[str]:
+    """nnstudy's own requirements (those of this platform), pinned to the versions installed here,
+    plus the Keras backend in use: what ``mlflow models serve`` installs for a fresh environment."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    import keras
+    from packaging.requirements import Requirement
+
+    names: list[str] = []
+    for text in requires("nnstudy") or []:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            names.append(req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else ""))
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        names.append(backend)
+    pinned = []
+    for name in names:
+        try:
+            pinned.append(f"{name}=={version(name.split('[')[0])}")
+        except PackageNotFoundError:
+            pinned.append(name)
+    return pinned
+
+
+def _code_copy(destination: Path) -> Path:
+    """nnstudy's source files (no caches) under ``destination/nnstudy``."""
+    target = destination / "nnstudy"
+    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def signature_of(bundle: Bundle, example: pd.DataFrame | np.ndarray) -> Any:
+    """The model's signature: the raw input columns with the types of the training data (or the array
+    shape) and the prediction columns."""
+    import warnings
+
+    from mlflow.models import infer_signature
+
+    # MLflow's hint that integer columns cannot hold missing values: they are integers in the training data,
+    # which had none there (a column with gaps reads as floats), and class labels are never missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return infer_signature(example, bundle.predict(example))
+
+
+def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: AnyPreprocessing,
+              info: dict[str, Any], example: pd.DataFrame | np.ndarray | None) -> str:
+    """Log the MLflow Model ``model`` on the run; returns its URI (``models:/<model id>``)."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from nnstudy import pyfunc_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = save_bundle(model, preprocessing, Path(tmp, "bundle"), info)
+        signature = signature_of(Bundle(model, preprocessing, info), example) if example is not None else None
+        # made here, in the run's experiment (Model.log alone would put it in the default experiment)
+        run = tracker.client.get_run(run_id)
+        made = tracker.client.create_logged_model(
+            run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="nnstudy",
+            params={k: v for k, v in run.data.params.items()},
+            tags={TAG_STUDY: str(info.get("study", "")), TAG_TRIAL: str(info.get("trial", ""))})
+        with _tracking_uri(tracker.tracking_uri):
+            logged = Model.log(
+                artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=made.model_id,
+                python_model=str(Path(pyfunc_model.__file__)),
+                artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(bundle_dir)},
+                code_paths=[str(_code_copy(Path(tmp, "code")))], signature=signature, input_example=example,
+                pip_requirements=requirements(),
+                metadata={k: info[k] for k in ("study", "trial", "metric", "value") if k in info})
+    return str(logged.model_uri)
+
+
+def load_bundle(tracking_uri: str, model_uri: str, destination: Path) -> Bundle:
+    """Download an MLflow Model that nnstudy logged and load its bundle (Keras' safe mode)."""
+    import mlflow.artifacts
+
+    from nnstudy import pyfunc_model
+
+    with _tracking_uri(tracking_uri):  # models:/ URIs are resolved through the default (tracking) store
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination)))
+    return Bundle.load(local / "artifacts" / pyfunc_model.BUNDLE_ARTIFACT)
+
+
+def trial_bundle(client: Any, run_id: str, model_uri: str | None, destination: Path) -> Bundle:
+    """A trial's bundle: from its MLflow Model (``model_uri``), else from the run's ``model/`` artifacts
+    (studies made before models were logged as MLflow Models)."""
+    if model_uri:
+        return load_bundle(client.tracking_uri, model_uri, destination)
+    return download_bundle(client, run_id, destination)
+
+
+def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: PreparedData) -> ResultHook:
+    """A result hook that logs the trained model of every trial (``[study].keep_models = "all"``) or of
+    each new best (``"best"``, the default) as an MLflow Model on the trial's run; ``"none"`` logs none."""
+
+
+    def keep(trial: TrialLike, run_id: str, result: TrainResult) -> None:
+        if spec.study.keep_models == "none":
+            return
+        value = result.value(spec.study.metric)
+        if spec.study.keep_models == "best":
+            try:
+                best: float | None = study.best_value
+            except ValueError:
+                best = None
+            if best is not None and not (value < best if spec.direction == "minimize" else value > best):
+                return
+        uri = log_model(tracker, run_id, result.model, data.preprocessing, {
+            "study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
+            "metric": spec.study.metric, "value": value, "data_digest": data.digest}, data.example)
+        trial.set_user_attr(ATTR_MODEL_URI, uri)
+        trial.set_user_attr(ATTR_MODEL_LOGGED, True)
+
+    return keep

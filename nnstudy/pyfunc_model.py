@@ -1,0 +1,35 @@
+"""The code of nnstudy's MLflow Model (MLflow's models-from-code: no pickle is written or read).
+
+MLflow runs this file when a logged model is loaded (``mlflow.pyfunc.load_model``, ``mlflow models
+serve``). It loads the bundle kept among the model's artifacts (``model.keras`` in Keras' safe mode
+and ``preprocessing.json``) and predicts from raw rows exactly as ``nnstudy predict`` does: the
+original class labels, and one probability column per class. Logged by :mod:`nnstudy.mlflow_model`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.models
+import pandas as pd
+from mlflow.pyfunc.model import PythonModel
+
+BUNDLE_ARTIFACT = "bundle"  # the artifact key of the bundle folder
+
+
+class NnstudyModel(PythonModel):
+    """Raw rows (a table's columns, or an array of inputs) in, ``nnstudy predict``'s frame out."""
+
+    def load_context(self, context: Any) -> None:
+        from nnstudy.export import Bundle
+
+        self.bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+
+    # MLflow reads this hint: a DataFrame (or ndarray) hint means "validate against the logged signature,
+    # infer nothing"; models trained on arrays are given an ndarray
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self.bundle.predict(model_input, "model input")
+
+
+mlflow.models.set_model(NnstudyModel())
