@@ -31,7 +31,40 @@ def run_study(spec: StudySpec, **options: Any) -> StudyOutcome:
     """Run (or resume) a study; see :func:`nnstudy.runner.run_study` for the options."""
     from nnstudy.runner import run_study as run
 
-    return run(spec, **options)
+    outcome = run(spec, **options)
+    name = spec.study.register_as
+    best = outcome.best_trial
+    if name and best is not None:
+        outcome.registered = _register_if_new(outcome, name, best.number)
+    return outcome
+
+
+def _register_if_new(outcome: StudyOutcome, name: str, best: int) -> dict[str, Any] | None:
+    """``[study].register_as``: register the best trial's model unless ``name@champion`` is it already.
+    A study that ran is never failed for it: a model that cannot be registered is a warning."""
+    import sys
+
+    from nnstudy.records import StudyRecords
+    from nnstudy.registry import champion_trial, registered
+    from nnstudy.tracking import Tracker
+
+    records = StudyRecords(outcome.study, outcome.store, Tracker(outcome.store.tracking_uri, outcome.store.artifact_root),
+                           outcome.parent_run_id)
+    try:
+        if champion_trial(records, name) == best:
+            return None
+        return registered(records, name)
+    except Exception as err:  # the trials are safe either way; `nnstudy register` can do it later
+        print(f"warning: the best model was not registered as {name!r}: {err}", file=sys.stderr)
+        return None
+
+
+def register(records: StudyRecords, name: str, *, trial: int | None = None) -> dict[str, Any]:
+    """Register a trial's MLflow Model (default: the best trial's) in the MLflow Model Registry as
+    ``name`` and point the alias ``champion`` at it; see :func:`nnstudy.registry.registered`."""
+    from nnstudy.registry import registered
+
+    return registered(records, name, trial=trial)
 
 
 def validate(spec: StudySpec) -> dict[str, Any]:
@@ -70,12 +103,12 @@ def trials_frame(records: StudyRecords, *, diagnosis: bool = True, sort: str = "
 
 
 def best(records: StudyRecords) -> dict[str, Any]:
-    """The best trial: number, value, params, best and stopped epoch, seed, run id and the command
-    that reproduces it."""
+    """The best trial: number, value, params, best and stopped epoch, seed, run id, the URI of its MLflow
+    Model (None when it kept none) and the command that reproduces it."""
     rec = TrialRecord.from_trial(records.trial(), records.study.user_attrs)
     return {"study": records.name, "trial": rec.number, "value": rec.value, "params": rec.params,
             "best_epoch": rec.best_epoch, "stopped_epoch": rec.stopped_epoch, "seed": rec.seed,
-            "mlflow_run_id": rec.run_id, "reproduce": records.reproduce_command(rec.number)}
+            "mlflow_run_id": rec.run_id, "model_uri": rec.model_uri, "reproduce": records.reproduce_command(rec.number)}
 
 
 def reproduce(records: StudyRecords, *, trial: int | None = None, run_id: str | None = None) -> Reproduction:

@@ -121,6 +121,9 @@ def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: st
         best_trial = TrialRecord.from_trial(outcome.best_trial)
         console.print(f"best: trial {best_trial.number}, {study_spec.study.metric} = {best_trial.value:.4f} "
                       f"at epoch {best_trial.best_epoch}")
+    if outcome.registered:
+        console.print(f"registered trial {outcome.registered['trial']} as {outcome.registered['name']!r} version "
+                      f"{outcome.registered['version']}: {outcome.registered['model_uri']}")
     console.print(f"MLflow UI: {outcome.store.ui_command()}")
 
 
@@ -173,14 +176,34 @@ def _records(study_name: str | None, storage: str | None, tracking_uri: str | No
 
 @cli.command()
 @_store_options
-def best(study_name: str | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Show the best trial: value, parameters, best epoch, run id and how to reproduce it."""
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object (trial, value, params, run id, model_uri, reproduce command).")
+def best(study_name: str | None, storage: str | None, tracking_uri: str | None, fmt: str) -> None:
+    """Show the best trial: value, parameters, best epoch, run id, its model and how to reproduce it."""
     from nnstudy import api
 
     info = api.best(_records(study_name, storage, tracking_uri))
+    if fmt == "json":
+        click.echo(json.dumps(info, indent=2))
+        return
     command = info.pop("reproduce")
     click.echo(json.dumps(info, indent=2))
     click.echo(f"reproduce: {command}")
+
+
+@cli.command()
+@_store_options
+@click.option("--name", required=True, help="Registered model name (letters, digits, '_', '-', '.').")
+@click.option("--trial", "trial_number", type=int, help="Register this trial's model. Defaults to the best trial.")
+def register(study_name: str | None, storage: str | None, tracking_uri: str | None, name: str,
+             trial_number: int | None) -> None:
+    """Register a trial's MLflow Model in the Model Registry and point the alias champion at it."""
+    from nnstudy import api
+
+    info = api.register(_records(study_name, storage, tracking_uri), name, trial=trial_number)
+    click.echo(f"registered trial {info['trial']} of study {info['study']!r} as {info['name']!r} version "
+               f"{info['version']} (alias {info['alias']}): {info['model_uri']}")
+    click.echo(f"serve it: {info['serve']}")
 
 
 @cli.command()

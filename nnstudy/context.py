@@ -4,6 +4,7 @@ every worker process alike."""
 
 from __future__ import annotations
 
+import functools
 import gc
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from nnstudy.recorder import RunTarget
 from nnstudy.spec import StudySpec
 from nnstudy.storage import open_study, storage_for
 from nnstudy.store import Store
-from nnstudy.tracking import Tracker, environment_tags
+from nnstudy.tracking import DatasetRecord, Tracker, environment_tags
 
 
 @dataclass
@@ -38,7 +39,12 @@ class StudyContext:
     @property
     def runs(self) -> RunTarget:
         """Where this study's trial runs go."""
-        return RunTarget(self.tracker, self.experiment_id, self.parent_id, self.spec.name)
+        return RunTarget(self.tracker, self.experiment_id, self.parent_id, self.spec.name, dataset=self.dataset)
+
+    @functools.cached_property
+    def dataset(self) -> DatasetRecord:
+        """The study's data set as its runs log it."""
+        return DatasetRecord.of(self.data.source, self.data.digest, self.data.example, self.data.rows())
 
     def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None) -> None:
         """Run ``n_trials`` trials of the study in this process.

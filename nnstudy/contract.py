@@ -83,6 +83,7 @@ TAG_SPEC_FILE = "nnstudy.spec_file"
 # --------------------------------------------------------------------------- MLflow experiment and registry
 EXPERIMENT_KIND = "mlflow.experimentKind"  # the UI opens an experiment in the view of its kind
 KIND_MODEL_TRAINING = "custom_model_development"
+DATASET_CONTEXT = "mlflow.data.context"  # the tag of a run's logged data set: what it was used for
 MODEL_NAME = "model"  # the name of a trial's logged MLflow Model
 CHAMPION = "champion"  # the registry alias `register` points at the newest registered best model
 # tags of a registered model version: where it came from

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +20,7 @@ import pandas as pd
 
 from nnstudy.contract import ATTR_MODEL_LOGGED, ATTR_MODEL_URI, MODEL_NAME, TAG_STUDY, TAG_TRIAL
 from nnstudy.export import Bundle, download_bundle, save_bundle
-from nnstudy.store import absolute_sqlite
+from nnstudy.store import default_store
 
 if TYPE_CHECKING:
     import keras
@@ -36,15 +34,6 @@ if TYPE_CHECKING:
     from nnstudy.training import TrainResult
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's model logging talks to the global tracking URI: point it at ``uri`` for the block."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    with _use_tracking_uri(absolute_sqlite(uri)):
-        yield
 
 
 def requirements() -> list[str]:
@@ -110,7 +99,7 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
             run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="nnstudy",
             params={k: v for k, v in run.data.params.items()},
             tags={TAG_STUDY: str(info.get("study", "")), TAG_TRIAL: str(info.get("trial", ""))})
-        with _tracking_uri(tracker.tracking_uri):
+        with default_store(tracker.tracking_uri):
             logged = Model.log(
                 artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=made.model_id,
                 python_model=str(Path(pyfunc_model.__file__)),
@@ -127,7 +116,7 @@ def load_bundle(tracking_uri: str, model_uri: str, destination: Path) -> Bundle:
 
     from nnstudy import pyfunc_model
 
-    with _tracking_uri(tracking_uri):  # models:/ URIs are resolved through the default (tracking) store
+    with default_store(tracking_uri):  # models:/ URIs are resolved through the default (tracking) store
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination)))
     return Bundle.load(local / "artifacts" / pyfunc_model.BUNDLE_ARTIFACT)
 

@@ -7,17 +7,21 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from nnstudy.contract import (
+    ATTR_BEST_EPOCH,
     BEST_PARAM_PREFIX,
     STUDY_EXPERIMENT,
     STUDY_PARENT_RUN,
     TAG_BEST_RUN,
     TAG_BEST_TRIAL,
+    TAG_NOTE,
     TAG_OPTUNA_STORAGE,
     TAG_SPEC_FILE,
     run_id_of,
@@ -25,7 +29,7 @@ from nnstudy.contract import (
 from nnstudy.data import PreparedData
 from nnstudy.spec import StudySpec
 from nnstudy.store import Store
-from nnstudy.tracking import Tracker
+from nnstudy.tracking import DatasetRecord, Tracker
 
 #: seconds a process that did not create the study waits for its creator to make the parent run
 PARENT_WAIT_S = 60.0
@@ -48,6 +52,7 @@ def open_parent(spec: StudySpec, store: Store, study: optuna.Study, *, created: 
         study.set_user_attr(STUDY_PARENT_RUN, parent_id)
         study.set_user_attr(STUDY_EXPERIMENT, experiment_id)
         _log_study_files(tracker, parent_id, spec, data)
+        tracker.log_dataset(parent_id, DatasetRecord.of(data.source, data.digest, data.example, data.rows()))
     return parent_id
 
 
@@ -92,8 +97,35 @@ def log_report(study: optuna.Study, tracker: Tracker, parent_id: str, metric: st
         print(f"warning: the study report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
 
 
-def finish_parent(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str) -> None:
-    """Log the report; end the parent run unless other processes still run trials of the study."""
+def study_note(study: optuna.Study, metric: str, reproduce: Callable[[int], str] | None = None) -> str:
+    """The parent run's description (Markdown, shown on its page in the MLflow UI): trial counts by state,
+    the best trial with a link to its run, its value, best epoch and parameters, and how to reproduce it."""
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state.name.lower() for t in trials)
+    lines = [f"**nnstudy study `{study.study_name}`**: {len(trials)} trials "
+             f"({', '.join(f'{n} {state}' for state, n in sorted(counts.items()))}).", ""]
+    try:
+        best = study.best_trial
+    except ValueError:
+        return "\n".join([*lines, "No trial has completed yet."])
+    run_id = run_id_of(best, study.user_attrs)
+    experiment = study.user_attrs.get(STUDY_EXPERIMENT)
+    trial = f"[trial {best.number}](#/experiments/{experiment}/runs/{run_id})" if run_id and experiment else \
+        f"trial {best.number}"
+    epoch = best.user_attrs.get(ATTR_BEST_EPOCH)
+    lines += [f"Best: {trial}, {metric} = {best.value:.6g}" + (f" at epoch {epoch}" if epoch is not None else "")
+              + ".", "", "| parameter | value |", "|---|---|",
+              *(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in best.params.items())]
+    if reproduce is not None:
+        lines += ["", f"Reproduce: `{reproduce(best.number)}`"]
+    return "\n".join(lines)
+
+
+def finish_parent(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str,
+                  reproduce: Callable[[int], str] | None = None) -> None:
+    """Log the report and the description; end the parent run unless other processes still run trials
+    of the study. ``reproduce``: the command that reproduces a trial, for the description."""
     log_report(study, tracker, parent_id, metric)
+    tracker.log_summary(parent_id, {}, {TAG_NOTE: study_note(study, metric, reproduce)})
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         tracker.end_run(parent_id, "FINISHED")

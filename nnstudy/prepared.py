@@ -66,12 +66,16 @@ class PreparedData:
     def target_mean(self) -> float:
         return float(np.mean(self.y_train))
 
+    def rows(self) -> dict[str, int]:
+        """Rows by split: train_rows, val_rows, test_rows."""
+        return {"train_rows": len(self.x_train), "val_rows": len(self.x_val),
+                "test_rows": 0 if self.x_test is None else len(self.x_test)}
+
     def summary(self) -> dict[str, Any]:
         shape = {"input_shape": list(self.input_shape)} if len(self.input_shape) > 1 else {}
         return {**shape, 
             "source": self.source, "task": self.task, "n_features": self.n_features,
-            "n_classes": self.n_classes, "train_rows": len(self.x_train), "val_rows": len(self.x_val),
-            "test_rows": 0 if self.x_test is None else len(self.x_test), "digest": self.digest,
+            "n_classes": self.n_classes, **self.rows(), "digest": self.digest,
         }
 
 

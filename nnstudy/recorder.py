@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnstudy.contract import ROLE_TRIAL, TAG_SYNCED, Role
-from nnstudy.tracking import RunStatus, Tracker, TrialRun, is_missing_run, param_text
+from nnstudy.tracking import DatasetRecord, RunStatus, Tracker, TrialRun, is_missing_run, param_text
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class RunTarget:
     study_name: str
     role: Role = ROLE_TRIAL
     tags: tuple[tuple[str, str], ...] = ()  # tags every run of this target carries
+    dataset: DatasetRecord | None = None  # the data set every run of this target trains on
 
     def start(self, trial_number: int, *, params: dict[str, Any], tags: dict[str, str]) -> RunRecorder:
         """Open the run of one trial (offline when MLflow does not answer)."""
@@ -54,6 +55,8 @@ class RunRecorder:
             run_id = self.tracker.create_child_run(target.experiment_id, target.parent_run_id, target.study_name,
                                                    trial_number, role=target.role, params=self.params, tags=tags)
             self._live = TrialRun(self.tracker.client, run_id)
+            if target.dataset is not None:
+                self.tracker.log_dataset(run_id, target.dataset)
         except Exception as err:  # the server is down (any transport error): record offline, training goes on
             if refused(err):
                 raise

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from nnstudy.contract import STUDY_PARENT_RUN, TrialRecord, run_id_of
 from nnstudy.errors import StudyNotFoundError
 from nnstudy.spec import StudySpec, parse_spec
 from nnstudy.storage import make_storage, study_names
-from nnstudy.store import DEFAULT_STORAGE, DEFAULT_TRACKING_URI, Store, resolve_store
+from nnstudy.store import Store, resolve_store
 from nnstudy.tracking import Tracker
 
 
@@ -87,12 +86,7 @@ class StudyRecords:
 
     def reproduce_command(self, trial_number: int) -> str:
         """The shell command that reproduces ``trial_number`` of this study."""
-        parts = ["nnstudy", "reproduce", "--study-name", self.name, "--trial", str(trial_number)]
-        if self.store.storage != DEFAULT_STORAGE:
-            parts += ["--storage", self.store.storage]
-        if self.store.tracking_uri != DEFAULT_TRACKING_URI:
-            parts += ["--tracking-uri", self.store.tracking_uri]
-        return shlex.join(parts)  # pasted back into a shell as it is
+        return self.store.reproduce_command(self.name, trial_number)
 
 
 def load_records(study_name: str | None = None, *, storage: str | None = None,

@@ -59,9 +59,10 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     """Re-train a trial (default: the best) and compare its curve with the original run's."""
     from nnstudy.data import prepare
     from nnstudy.objective import Objective
-    from nnstudy.tracking import environment_tags
+    from nnstudy.tracking import DatasetRecord, environment_tags
     from nnstudy.training import backend, configure_determinism
 
+    records.store.check_writable()  # the reproduction run is written: a read-only store is refused before training
     trial = records.trial(trial_number, run_id)
     original_id = records.run_id(trial) or ""
     spec = records.spec()
@@ -71,7 +72,8 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     configure_determinism(spec.train.deterministic)
     data = prepare(spec)
     runs = RunTarget(records.tracker, str(original.info.experiment_id), records.parent_run_id, spec.name,
-                     role=ROLE_REPRODUCTION, tags=((TAG_REPRODUCTION_OF, original_id),))
+                     role=ROLE_REPRODUCTION, tags=((TAG_REPRODUCTION_OF, original_id),),
+                     dataset=DatasetRecord.of(data.source, data.digest, data.example, data.rows()))
     objective = Objective(spec, data, runs, run_tags=environment_tags())
     fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
     fixed.set_user_attr(ATTR_SEED, int(trial.user_attrs[ATTR_SEED]))

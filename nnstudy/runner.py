@@ -41,6 +41,7 @@ class StudyOutcome:
     experiment_id: str
     new_trials: int
     data: PreparedData
+    registered: dict[str, Any] | None = None  # [study].register_as: the model version registered at the end
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
@@ -113,7 +114,8 @@ def _interrupted(ctx: StudyContext) -> StudyInterrupted:
 def _finish(ctx: StudyContext) -> None:
     """Write the report and end the parent run, unless other workers still run trials of the study."""
     try:
-        finish_parent(ctx.study, ctx.tracker, ctx.parent_id, ctx.spec.study.metric)
+        finish_parent(ctx.study, ctx.tracker, ctx.parent_id, ctx.spec.study.metric,
+                      lambda number: ctx.store.reproduce_command(ctx.spec.name, number))
     except Exception as err:  # MLflow unreachable: the trials are in the Optuna storage; `sync` finishes this
         ctx.study.set_user_attr(STUDY_PARENT_PENDING, True)
         print(f"warning: MLflow unreachable at the end of the study ({type(err).__name__}); run `nnstudy sync` "

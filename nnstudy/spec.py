@@ -55,6 +55,16 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 MAX_NAME = 100
 
 
+def name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot name a study or a registered model (None when it can)."""
+    if STUDY_NAME.fullmatch(name) and len(name) <= MAX_NAME and ".." not in name:
+        return None
+    shown = f"{name[:60]!r}{'...' if len(name) > 60 else ''}"
+    return (f"{shown} is not a {what} name (it names a folder or a models:/ URI and is pasted into commands); "
+            f"allowed: 1 to {MAX_NAME} letters, digits, '_', '-' and '.', starting with a letter, digit or '_', "
+            "without '..'")
+
+
 class StudySection(_Section):
     """``[study]``: what to optimize and how."""
 
@@ -75,14 +85,16 @@ class StudySection(_Section):
     pruner_reduction_factor: int = Field(default=3, ge=2, le=100)  # asha/hyperband: keep 1/F at each rung
     heartbeat_interval: int = Field(default=20, ge=1, le=3600)  # seconds between a running trial's heartbeats
     heartbeat_grace: int = Field(default=60, ge=2, le=86_400)  # seconds without one before a trial is dead
+    register_as: Optional[str] = None  # register the best model under this name at the end (alias champion)
 
     @model_validator(mode="after")
     def _metric_and_direction(self) -> StudySection:
-        if self.name is not None and (not STUDY_NAME.fullmatch(self.name) or len(self.name) > MAX_NAME
-                                      or ".." in self.name):
-            raise ValueError(f"name|{self.name[:60]!r}{'...' if len(self.name) > 60 else ''} is not a study name "
-                             f"(it names a folder and is pasted into commands); allowed: 1 to {MAX_NAME} letters, "
-                             "digits, '_', '-' and '.', starting with a letter, digit or '_', without '..'")
+        if self.name is not None and (problem := name_problem(self.name, "study")):
+            raise ValueError(f"name|{problem}")
+        if self.register_as is not None and (problem := name_problem(self.register_as, "registered model")):
+            raise ValueError(f"register_as|{problem}")
+        if self.register_as is not None and self.keep_models == "none":
+            raise ValueError("register_as|needs a kept model; allowed: keep_models = 'best' or 'all' with it")
         known = sorted({m for task in METRICS for m in metric_names(task)})
         if self.metric not in known:
             raise ValueError(f"metric|{self.metric!r} is not a per-epoch metric"

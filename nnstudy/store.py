@@ -7,6 +7,7 @@ and ``artifacts/``. URIs are validated before anything is created.
 from __future__ import annotations
 
 import contextlib
+from contextlib import contextmanager
 import os
 import shlex
 from dataclasses import dataclass
@@ -112,6 +113,15 @@ class Store:
 
     def ui_command(self) -> str:
         return shlex.join(["mlflow", "ui", "--backend-store-uri", self.tracking_uri])
+
+    def reproduce_command(self, study_name: str, trial_number: int) -> str:
+        """The shell command that reproduces a trial of a study in this store (pasted back as it is)."""
+        parts = ["nnstudy", "reproduce", "--study-name", study_name, "--trial", str(trial_number)]
+        if self.storage != DEFAULT_STORAGE:
+            parts += ["--storage", self.storage]
+        if self.tracking_uri != DEFAULT_TRACKING_URI:
+            parts += ["--tracking-uri", self.tracking_uri]
+        return shlex.join(parts)
 
     def serve_ui(self, host: str, port: int) -> int:
         """Run the MLflow UI on this store until it is stopped; returns its exit code."""
@@ -221,3 +231,12 @@ def resolve_store(storage: str | None = None, tracking_uri: str | None = None,
     if tracking_uri.startswith("sqlite:///"):
         artifact_root = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
     return Store(storage=storage, tracking_uri=tracking_uri, artifact_root=artifact_root)
+
+
+@contextmanager
+def default_store(uri: str) -> Iterator[None]:
+    """MLflow's model logging and models:/ URIs use the default tracking URI: ``uri`` for the block."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(absolute_sqlite(uri)):
+        yield

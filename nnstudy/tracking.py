@@ -20,6 +20,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nnstudy.contract import (
+    DATASET_CONTEXT,
+    EXPERIMENT_KIND,
+    KIND_MODEL_TRAINING,
     ROLE_STUDY,
     ROLE_TRIAL,
     TAG_HOST,
@@ -68,10 +71,14 @@ class Tracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if found.tags.get(EXPERIMENT_KIND) != KIND_MODEL_TRAINING:  # made by an older nnstudy
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, KIND_MODEL_TRAINING)
             return str(found.experiment_id)
         location = (self.artifact_root / name).resolve().as_uri() if self.artifact_root else None
         try:
-            return str(self.client.create_experiment(name, artifact_location=location, tags={TAG_STUDY: name}))
+            # the kind makes the MLflow UI open the experiment in its model-training view
+            return str(self.client.create_experiment(name, artifact_location=location,
+                                                     tags={TAG_STUDY: name, EXPERIMENT_KIND: KIND_MODEL_TRAINING}))
         except MlflowException:  # another process created it first
             again = self.client.get_experiment_by_name(name)
             if again is None:
@@ -167,11 +174,58 @@ class Tracker:
         for i in range(0, len(metrics), MAX_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i:i + MAX_BATCH])
 
+    def log_dataset(self, run_id: str, dataset: DatasetRecord) -> None:
+        """Log the data set a run trained on (the UI's Datasets column and section)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(name=dataset.name, digest=dataset.digest, source_type=dataset.source_type,
+                         source=dataset.source, schema=dataset.schema, profile=dataset.profile)
+        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag(DATASET_CONTEXT, "training")])])
+
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 
     def run_status(self, run_id: str) -> str:
         return str(self.client.get_run(run_id).info.status)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A study's data set as MLflow records it on runs: name, digest, where it came from, its schema
+    (the raw input columns, or the input array's shape) and its size."""
+
+    name: str
+    digest: str
+    source: str  # JSON: {"uri": ...}
+    source_type: str  # "local" (a file) or "code" (a built-in set)
+    schema: str  # JSON: {"mlflow_colspec": ...} for tables, {"mlflow_tensorspec": ...} for arrays
+    profile: str  # JSON: {"num_rows": ..., ...}
+
+    @classmethod
+    def of(cls, source: str, digest: str, example: Any, rows: dict[str, int]) -> DatasetRecord:
+        """The record of the data from ``source`` (a path, or a built-in set's name), whose raw inputs
+        look like ``example`` (a DataFrame or an array), with row counts by split."""
+        import json
+        import warnings
+
+        import pandas as pd
+        from mlflow.types.utils import _infer_schema
+
+        path = Path(source)
+        is_file = path.suffix != "" or path.is_absolute()
+        with warnings.catch_warnings():  # MLflow's hint on integer columns is for model signatures
+            warnings.simplefilter("ignore", UserWarning)
+            schema = _infer_schema(example) if example is not None else None
+        if schema is None:
+            schema_json = ""
+        elif isinstance(example, pd.DataFrame):
+            schema_json = json.dumps({"mlflow_colspec": schema.to_dict()})
+        else:
+            schema_json = json.dumps({"mlflow_tensorspec": {"features": schema.to_json(), "targets": None}})
+        return cls(name=path.stem if is_file else source, digest=digest,
+                   source=json.dumps({"uri": str(path) if is_file else f"nnstudy built-in data set {source}"}),
+                   source_type="local" if is_file else "code", schema=schema_json,
+                   profile=json.dumps({"num_rows": sum(rows.values()), **rows}))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from nnstudy.contract import (
 )
 from nnstudy.data import prepare
 from nnstudy.parent import (
+    study_note,
     _wait_for_parent,
     finish_parent,
     log_report,
@@ -123,3 +124,25 @@ def test_finish_parent_logs_the_report_and_ends_the_run(recorded_study: Callable
     report = _artifacts(rs.tracker, rs.parent_id, "report")
     assert {"trials.csv", "best_params.json", "optimization_history.png", "learning_curves.png"} <= set(report)
     assert rs.tracker.run_status(rs.parent_id) == "FINISHED"
+
+
+def test_the_parent_run_describes_the_study_in_markdown(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    assert "No trial has completed yet" in study_note(rs.study, "val_loss")
+    rs.add(0.5, {"learning_rate": 0.01, "optimizer": "adam"})
+    best = rs.add(0.25, {"learning_rate": 0.0321, "optimizer": "sgd"})
+    rs.add(None, {"learning_rate": 0.02, "optimizer": "adam"}, state="PRUNED")
+    finish_parent(rs.study, rs.tracker, rs.parent_id, "val_loss", lambda n: f"nnstudy reproduce --trial {n}")
+    note = rs.tracker.client.get_run(rs.parent_id).data.tags["mlflow.note.content"]
+    run_id = best.user_attrs["mlflow_run_id"]
+    assert "3 trials (2 complete, 1 pruned)" in note
+    assert f"[trial {best.number}](#/experiments/{rs.experiment_id}/runs/{run_id}), val_loss = 0.25 at epoch 2" in note
+    assert "| learning_rate | 0.0321 |" in note and "| optimizer | sgd |" in note
+    assert f"Reproduce: `nnstudy reproduce --trial {best.number}`" in note
+
+
+def test_a_new_parent_run_logs_the_data_set(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    inputs = rs.tracker.client.get_run(rs.parent_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.source_type) for i in inputs] == [("pass_fail", "code")]
+    assert json.loads(inputs[0].dataset.schema)["mlflow_colspec"][0]["name"] == "lectures"

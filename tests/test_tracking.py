@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from nnstudy.contract import (
 )
 from nnstudy.errors import StoreError
 from nnstudy.tracking import (
+    DatasetRecord,
     Tracker,
     TrialRun,
     check_reachable,
@@ -43,6 +45,35 @@ def test_experiment_is_created_once_under_the_artifact_root(tracker: Tracker, tm
     experiment = tracker.client.get_experiment(first)
     assert experiment.tags[TAG_STUDY] == "demo"
     assert experiment.artifact_location == (tmp_path / "artifacts" / "demo").resolve().as_uri()
+
+
+def test_experiments_are_of_the_model_training_kind(tracker: Tracker) -> None:
+    made = tracker.experiment("kind")
+    assert tracker.client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
+    older = tracker.client.create_experiment("older")  # an experiment made before nnstudy set the kind
+    assert tracker.experiment("older") == older
+    assert tracker.client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_runs_data_set_is_logged_with_its_schema(tracker: Tracker, tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    run_id = tracker.create_child_run(tracker.experiment("d"), None, "d", 0, params={}, tags={})
+    frame = pd.DataFrame({"lectures": [3, 5], "hours": [1.5, 2.0], "term": ["a", "b"]})
+    table = DatasetRecord.of(str(tmp_path / "course.csv"), "abc123", frame, {"train_rows": 80, "val_rows": 20})
+    tracker.log_dataset(run_id, table)
+    images = DatasetRecord.of("digits_images", "def456", np.zeros((2, 8, 8, 1), np.float32), {"train_rows": 2})
+    tracker.log_dataset(run_id, images)
+    logged = {i.dataset.name: i for i in tracker.client.get_run(run_id).inputs.dataset_inputs}
+    course = logged["course"]
+    assert (course.dataset.digest, course.dataset.source_type) == ("abc123", "local")
+    assert json.loads(course.dataset.source) == {"uri": str(tmp_path / "course.csv")}
+    assert [c["name"] for c in json.loads(course.dataset.schema)["mlflow_colspec"]] == ["lectures", "hours", "term"]
+    assert json.loads(course.dataset.profile) == {"num_rows": 100, "train_rows": 80, "val_rows": 20}
+    assert [(t.key, t.value) for t in course.tags] == [("mlflow.data.context", "training")]
+    digits = logged["digits_images"]
+    assert digits.dataset.source_type == "code" and "mlflow_tensorspec" in json.loads(digits.dataset.schema)
 
 
 def test_a_deleted_experiment_is_restored(tracker: Tracker) -> None:
