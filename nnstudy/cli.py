@@ -125,6 +125,7 @@ def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: st
         console.print(f"registered trial {outcome.registered['trial']} as {outcome.registered['name']!r} version "
                       f"{outcome.registered['version']}: {outcome.registered['model_uri']}")
     console.print(f"MLflow UI: {outcome.store.ui_command()}")
+    console.print(f"  the study: {experiment_url('http://127.0.0.1:5000', outcome.experiment_id)}")
 
 
 def _choose_backend(spec: Path, option: str | None, *, import_keras: bool = False) -> None:
@@ -328,10 +329,14 @@ def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, ho
         return
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: binding the MLflow UI to {host} exposes every run without authentication", err=True)
-    if study_name:
-        click.echo(f"study {study_name}: experiment of the same name")
-    click.echo(f"MLflow UI: http://{host}:{port}  (Ctrl-C to stop)")
+    click.echo(f"MLflow UI: {experiment_url(f'http://{host}:{port}', store.experiment_id(study_name))}  (Ctrl-C to stop)")
     sys.exit(store.serve_ui(host, port))
+
+
+def experiment_url(base: str, experiment_id: str | None) -> str:
+    """The UI page of a study's experiment (or of all experiments) in MLflow 3's model-training view:
+    the UI opens in its GenAI view unless the link asks for the other."""
+    return f"{base}/#/experiments{f'/{experiment_id}' if experiment_id else ''}?workflowType=machine_learning"
 
 
 def main() -> None:

@@ -65,7 +65,7 @@ class StudyContext:
                 show(trial_number, epoch, logs)
 
         objective = Objective(self.spec, self.data, self.runs, run_tags=self.env, progress=on_epoch,
-                              on_result=model_keeper(self.spec, self.study, self.tracker, self.data))
+                              on_result=model_keeper(self.spec, self.study, self.tracker, self.data, self.parent_id))
         callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else []) + [_between_trials]
         # the frameworks' millions of long-lived objects leave the collector's view while trials run:
         # the gc.collect() after each trial then costs milliseconds instead of ~0.3 s

@@ -129,10 +129,11 @@ def trial_bundle(client: Any, run_id: str, model_uri: str | None, destination: P
     return download_bundle(client, run_id, destination)
 
 
-def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: PreparedData) -> ResultHook:
+def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: PreparedData,
+                 parent_run_id: str | None = None) -> ResultHook:
     """A result hook that logs the trained model of every trial (``[study].keep_models = "all"``) or of
-    each new best (``"best"``, the default) as an MLflow Model on the trial's run; ``"none"`` logs none."""
-
+    each new best (``"best"``, the default) as an MLflow Model on the trial's run; ``"none"`` logs none.
+    The study's parent run lists each such model among its logged models too (step = trial number)."""
 
     def keep(trial: TrialLike, run_id: str, result: TrainResult) -> None:
         if spec.study.keep_models == "none":
@@ -150,5 +151,7 @@ def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: P
             "metric": spec.study.metric, "value": value, "data_digest": data.digest}, data.example)
         trial.set_user_attr(ATTR_MODEL_URI, uri)
         trial.set_user_attr(ATTR_MODEL_LOGGED, True)
+        if parent_run_id is not None:
+            tracker.log_model_output(parent_run_id, uri.removeprefix("models:/"), step=trial.number)
 
     return keep

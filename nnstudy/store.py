@@ -114,6 +114,17 @@ class Store:
     def ui_command(self) -> str:
         return shlex.join(["mlflow", "ui", "--backend-store-uri", self.tracking_uri])
 
+    def experiment_id(self, study_name: str | None) -> str | None:
+        """The MLflow experiment of a study (None: no name given, or no such experiment). Reads only."""
+        if not study_name:
+            return None
+        if self.tracking_uri.startswith("sqlite:///") and not Path(self.tracking_uri.removeprefix("sqlite:///")).is_file():
+            return None  # no store yet: asking would create one
+        from mlflow.tracking import MlflowClient
+
+        found = MlflowClient(tracking_uri=absolute_sqlite(self.tracking_uri)).get_experiment_by_name(study_name)
+        return str(found.experiment_id) if found is not None else None
+
     def reproduce_command(self, study_name: str, trial_number: int) -> str:
         """The shell command that reproduces a trial of a study in this store (pasted back as it is)."""
         parts = ["nnstudy", "reproduce", "--study-name", study_name, "--trial", str(trial_number)]

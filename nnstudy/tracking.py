@@ -182,6 +182,12 @@ class Tracker:
                          source=dataset.source, schema=dataset.schema, profile=dataset.profile)
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag(DATASET_CONTEXT, "training")])])
 
+    def log_model_output(self, run_id: str, model_id: str, step: int = 0) -> None:
+        """List a logged model among a run's outputs (the run page's "Logged models")."""
+        from mlflow.entities import LoggedModelOutput
+
+        self.client.log_outputs(run_id, models=[LoggedModelOutput(model_id, step)])
+
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(local_dir), artifact_path)
 

@@ -129,10 +129,13 @@ def ui_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, e2e_spec: Callable
     log = tmp_path / "ui.log"
     nnstudy = Path(sys.executable).parent / "nnstudy"
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(nnstudy), "ui", "--port", str(port)], cwd=tmp_path, stdout=out,
+        proc = subprocess.Popen([str(nnstudy), "ui", "--port", str(port), "--study-name", STUDY], cwd=tmp_path, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_healthy(url, proc, log)
+        # the printed link opens the study in the model-training view
+        assert f"{url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning" in log.read_text()
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
         yield UiStudy(url=url, experiment_id=experiment.experiment_id, parent_run_id=parents[0].info.run_id,
                       children=children, last_metrics=last_metrics)
     finally:
@@ -144,6 +147,7 @@ def test_mlflow_ui_shows_study_and_trials(ui_study: UiStudy) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
+    view = "?workflowType=machine_learning"  # what the printed link asks for: the model-training view
     runs_url = f"{ui_study.url}/#/experiments/{ui_study.experiment_id}/runs"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -152,38 +156,59 @@ def test_mlflow_ui_shows_study_and_trials(ui_study: UiStudy) -> None:
             page.set_default_timeout(PAGE_TIMEOUT_MS)
             expect.set_options(timeout=PAGE_TIMEOUT_MS)
             try:
-                # runs page: the parent run is listed under the study's name, its trials are folded
-                page.goto(runs_url)
+                # the experiment opens on its runs (model training), not on GenAI traces
+                page.goto(f"{ui_study.url}/#/experiments/{ui_study.experiment_id}{view}")
                 grid_cell = page.locator('[role="gridcell"]')
-                parent_cell = grid_cell.filter(has=page.locator(f'a[href$="/runs/{ui_study.parent_run_id}"]'))
+                parent_cell = grid_cell.filter(has=page.locator(f'a[href*="/runs/{ui_study.parent_run_id}"]'))
                 expect(parent_cell).to_have_count(1)
-                expect(parent_cell.locator(f'a[href$="/runs/{ui_study.parent_run_id}"]')).to_have_text(STUDY)
+                expect(parent_cell.locator(f'a[href*="/runs/{ui_study.parent_run_id}"]')).to_have_text(STUDY)
+                expect(page.get_by_text("Traces", exact=True).and_(page.locator("h2"))).to_have_count(0)
+                # the runs table's Dataset column names the data set and its digest
+                expect(page.locator("[role=columnheader][col-id=\"attributes.`Dataset`\"]")).to_be_visible()
+                expect(page.get_by_text(re.compile(r"^pass_fail \([0-9a-f]{16}\)$")).first).to_be_visible()
                 for run_id in ui_study.children.values():
-                    expect(page.locator(f'a[href$="/runs/{run_id}"]')).to_have_count(0)
+                    expect(page.locator(f'a[href*="/runs/{run_id}"]')).to_have_count(0)
 
                 # the parent's expander is the only button in its run-name cell (it has no aria-label)
                 expander = parent_cell.locator("button")
                 expect(expander).to_have_count(1)
                 expander.click()
                 for name, run_id in ui_study.children.items():
-                    child_link = grid_cell.locator(f'a[href$="/runs/{run_id}"]')
+                    child_link = grid_cell.locator(f'a[href*="/runs/{run_id}"]')
                     expect(child_link).to_be_visible()
                     expect(child_link).to_have_text(name)
                 page.screenshot(path=str(ARTIFACTS / "ui_runs.png"))
 
+                # the parent run: the study's description, its data set and the best model among its logged models
+                page.goto(f"{runs_url}/{ui_study.parent_run_id}{view}")
+                expect(page.get_by_role("heading", name=STUDY, exact=True)).to_be_visible()
+                expect(page.get_by_text(f"{STUDY}: 2 trials (2 complete).", exact=False)).to_be_visible()
+                expect(page.get_by_text(re.compile(r"^Logged models \(\d+\)$"))).to_be_visible()
+                expect(page.get_by_text(re.compile(r"^pass_fail \([0-9a-f]{16}\)$")).first).to_be_visible()
+                best_link = page.get_by_role("link", name=re.compile(r"^trial \d+$"))
+                expect(best_link.first).to_have_attribute("href", re.compile(r"/runs/[0-9a-f]{32}$"))
+                page.screenshot(path=str(ARTIFACTS / "ui_parent.png"), full_page=True)
+
                 # a trial's run page: its Overview lists the logged metrics, loss and val_loss among them
                 name, run_id = sorted(ui_study.children.items())[0]
-                page.goto(f"{runs_url}/{run_id}")
+                page.goto(f"{runs_url}/{run_id}{view}")
                 expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
                 metrics = ui_study.last_metrics[run_id]
                 for metric in ("loss", "val_loss"):
                     link = page.get_by_role("link", name=metric, exact=True)  # metric names link to its charts
                     expect(link).to_be_visible()
-                    expect(link).to_have_attribute("href", re.compile(rf"/runs/{run_id}/model-metrics$"))
+                    expect(link).to_have_attribute("href", re.compile(rf"/runs/{run_id}/model-metrics"))
                     row = page.get_by_role("row").filter(has=link)
                     expect(row).to_contain_text(repr(metrics[metric]))  # the last logged value
                 page.get_by_role("link", name="val_loss", exact=True).scroll_into_view_if_needed()
                 page.screenshot(path=str(ARTIFACTS / "ui_child.png"))
+
+                # its charts draw: one plot per curve, with lines in them
+                page.goto(f"{runs_url}/{run_id}/model-metrics{view}")
+                expect(page.locator(".js-plotly-plot").first).to_be_visible()
+                expect(page.locator("path.js-line").first).to_be_attached()
+                assert page.locator(".js-plotly-plot").count() >= 2
+                page.screenshot(path=str(ARTIFACTS / "ui_charts.png"))
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "ui_failure.png"))
                 raise
