@@ -333,6 +333,32 @@ def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, ho
     sys.exit(store.serve_ui(host, port))
 
 
+@cli.command()
+@_store_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind. Public interfaces "
+              "expose the study without authentication.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0,
+              help="Port. Defaults to a free one, printed.")
+def dashboard(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
+    """Start optuna-dashboard on this study's Optuna storage (pip install "nnstudy[dashboard]")."""
+    import socket
+
+    from nnstudy.dashboard import check_installed, serve_dashboard
+    from nnstudy.store import resolve_store
+
+    check_installed()
+    store = resolve_store(storage, tracking_uri)
+    store.check_files(reading=True)
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding the dashboard to {host} exposes the study without authentication", err=True)
+    click.echo(f"Optuna dashboard: http://{host}:{port}/dashboard/  (Ctrl-C to stop)")
+    sys.exit(serve_dashboard(store, host, port))
+
+
 def experiment_url(base: str, experiment_id: str | None) -> str:
     """The UI page of a study's experiment (or of all experiments) in MLflow 3's model-training view:
     the UI opens in its GenAI view unless the link asks for the other."""
