@@ -4,7 +4,12 @@
 #   docker build -t nnstudy:cpu .                              # TensorFlow for CPUs (default)
 #   docker build --build-arg DEVICE=gpu -t nnstudy:gpu .       # TensorFlow with CUDA (NVIDIA GPUs)
 #   docker run --rm nnstudy:cpu run studies/pass_fail.toml --storage postgresql://... --tracking-uri http://...
-FROM python:3.11-slim
+#
+# BASE_IMAGE: any image with Python >= 3.11 whose `python` and `pip` install system-wide (the public
+# python:3.11-slim by default). Without a registry, docker/base-image.sh makes one from Debian's packages:
+#   docker/base-image.sh && docker build --network host --build-arg BASE_IMAGE=nnstudy-base:bookworm -t nnstudy:cpu .
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 # cpu: pyproject's dependencies as they are (tensorflow-cpu on x86_64).
 # gpu: tensorflow[and-cuda] (same version range) instead; CUDA/cuDNN come as pip wheels, so the host
