@@ -13,6 +13,7 @@ Anything else is a bug or an environment problem and exits with code 1.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -61,6 +62,10 @@ class StoreError(UserInputError):
     """A storage or tracking URI that cannot be used (unknown scheme, unreachable, read-only)."""
 
 
+class DiskFull(StoreError):
+    """The disk holding the store is full (ENOSPC): the study stops, what was written stays consistent."""
+
+
 class StudyNotFoundError(UserInputError):
     """The study asked for does not exist in the given storage."""
 
@@ -78,3 +83,36 @@ class StudyInterrupted(NnstudyError):
     """The study was stopped by a signal (Ctrl-C, SIGTERM); finished trials are kept."""
 
     exit_code = 130
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """MemoryError, TensorFlow's ResourceExhaustedError, or a backend's 'out of memory' error."""
+    if isinstance(err, MemoryError):
+        return True
+    name = type(err).__name__
+    text = str(err).lower()
+    return name == "ResourceExhaustedError" or "resource_exhausted" in text or "out of memory" in text
+
+
+def error_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors it was raised from or while handling (Optuna and SQLAlchemy wrap the
+    first one in others), each once."""
+    chain: list[BaseException] = []
+    stack: list[BaseException | None] = [err]
+    while stack:
+        e = stack.pop()
+        if e is not None and all(e is not seen for seen in chain):
+            chain.append(e)
+            stack += [e.__cause__, e.__context__]
+    return chain
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or SQLite's "database or disk is full", anywhere in :func:`error_chain`."""
+    for e in error_chain(err):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e).lower()
+        if "database or disk is full" in text or "no space left on device" in text:
+            return True
+    return False

@@ -195,10 +195,11 @@ def check_model(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_clas
     The configuration is the largest of the space (a builder's: one it samples). A model over
     ``[model].max_layers``/``max_params`` is refused; one that cannot be built only in its largest
     configuration (a kernel larger than what is left of the image, say) is accepted when the
-    smallest builds, with a ``warning``: such trials fail with ``model-error`` and the study goes on.
+    smallest builds, with a ``warning``: such trials fail with ``model-error`` and the study goes on. So
+    is one whose largest configuration runs out of memory here: such trials fail with ``out-of-memory``.
     Returns the kind of model, its layer and weight counts, the parameters checked (and the warning).
     """
-    from nnstudy.errors import ModelTooLarge, UserInputError
+    from nnstudy.errors import ModelTooLarge, UserInputError, is_out_of_memory
 
     try:
         return _check_one(spec, input_shape, task, n_classes, x_sample, largest=True)
@@ -211,14 +212,25 @@ def check_model(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_clas
             summary = _check_one(spec, input_shape, task, n_classes, x_sample, largest=False)
         except UserInputError:
             raise err from None
-        return {**summary, "warning": f"the largest configuration cannot be built: {err}"}
+        return {**summary, "warning": f"the largest configuration cannot be built: {err}; such trials fail "
+                "with reason model-error"}
+    except Exception as err:  # MemoryError, ResourceExhaustedError: the machine's limit, not the spec's fault
+        if not is_out_of_memory(err):
+            raise
+        first = str(err).strip().splitlines()[0].split("}} ")[-1][:200] if str(err).strip() else type(err).__name__
+        warning = f"the largest configuration ran out of memory ({type(err).__name__}: {first}); such trials " \
+                  "fail with reason out-of-memory"
+    # outside the handler: the failed attempt's frames (and the tensors that did fit) are freed by now
+    if ModelFactory(spec, input_shape, task, n_classes).kind == "builder":
+        return {"kind": "builder", "warning": warning}
+    return {**_check_one(spec, input_shape, task, n_classes, x_sample, largest=False), "warning": warning}
 
 
 def _check_one(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_classes: int, x_sample: Any, *,
                largest: bool) -> dict[str, Any]:
     import optuna
 
-    from nnstudy.errors import SpecError, UserInputError
+    from nnstudy.errors import SpecError, UserInputError, is_out_of_memory
 
     factory = ModelFactory(spec, input_shape, task, n_classes)
     space = spec.space
@@ -239,6 +251,8 @@ def _check_one(spec: StudySpec, input_shape: tuple[int, ...], task: str, n_class
     except UserInputError:
         raise
     except Exception as err:  # Keras raises many kinds for inputs a model cannot take
+        if is_out_of_memory(err):
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SpecError(spec.path, where, f"the model cannot take the data's inputs of shape "
                         f"{(None, *input_shape)}: {first[:300]}") from None

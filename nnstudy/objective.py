@@ -58,7 +58,7 @@ from nnstudy.contract import (
 )
 from nnstudy.data import PreparedData
 from nnstudy.diagnosis import Diagnosis, diagnose
-from nnstudy.errors import TrialFailed, UserInputError
+from nnstudy.errors import TrialFailed, UserInputError, is_out_of_memory
 from nnstudy.model import ModelFactory, model_summary
 from nnstudy.recorder import RunRecorder, RunTarget
 from nnstudy.spec import BUILDER_SEARCH, StudySpec
@@ -73,15 +73,6 @@ ResultHook = Callable[[TrialLike, str, TrainResult], None]
 
 #: parameters that make a model bigger; a configuration at least as big as one that ran out of memory is skipped
 SIZE_PARAMS = ("units", "depth", "batch_size")
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """MemoryError, TensorFlow's ResourceExhaustedError, or a backend's 'out of memory' error."""
-    if isinstance(err, MemoryError):
-        return True
-    name = type(err).__name__
-    text = str(err).lower()
-    return name == "ResourceExhaustedError" or "resource_exhausted" in text or "out of memory" in text
 
 
 def _ran_out_of_memory_before(trial: optuna.Trial, params: dict[str, Any]) -> int | None:

@@ -94,6 +94,7 @@ def load_records(study_name: str | None = None, *, storage: str | None = None,
     """Open an existing study. With no name, the storage must hold exactly one study."""
     store = resolve_store(storage, tracking_uri)
     store.check_files(reading=True)  # both stores exist and are what they claim: nothing is created or migrated
+    store.open_read_only()  # a store on a read-only mount is read all the same
     rdb = make_storage(store.storage, create=False)
     names = study_names(rdb)
     if study_name is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,13 +20,13 @@ from nnstudy.contract import STUDY_PARENT_PENDING
 from nnstudy.data import PreparedData, prepare
 from nnstudy.enqueue import enqueue
 from nnstudy.model import check_model
-from nnstudy.errors import StudyInterrupted
+from nnstudy.errors import DiskFull, StudyInterrupted, error_chain, is_disk_full
 from nnstudy.interrupts import GATE
 from nnstudy.parent import finish_parent
 from nnstudy.progress import StudyProgress
 from nnstudy.spec import StudySpec
 from nnstudy.storage import end_interrupted_trials, recover_stale_trials
-from nnstudy.store import Store, resolve_store
+from nnstudy.store import Store, resolve_store, write_problem
 from nnstudy.sync import sync_records
 from nnstudy.tracking import check_reachable
 from nnstudy.workers import plan_workers, run_workers
@@ -68,14 +69,15 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     data = prepare(spec)  # validates the data and the model before any store exists
     checked = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     if "warning" in checked:
-        print(f"warning: {checked['warning']}; such trials fail with reason model-error", file=sys.stderr)
+        print(f"warning: {checked['warning']}", file=sys.stderr)
     plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
     store.check_files()
     store.check_databases()
-    with GATE.critical():  # from here an interrupt never lands inside a store write (see nnstudy.interrupts)
+    # from here an interrupt never lands inside a store write (see nnstudy.interrupts), and a full disk stops the study
+    with GATE.critical(), _FullDisk(store) as full_disk:
         store.prepare()
-        ctx = open_context(spec, store, data)
+        ctx = full_disk.ctx = open_context(spec, store, data)
         recover_stale_trials(ctx.study, ctx.tracker)
         synced = sync_records(ctx.study, ctx.tracker, metric=spec.study.metric)
         if synced:
@@ -102,6 +104,44 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
                         new_trials=len(ctx.study.get_trials(deepcopy=False)) - before, data=data)
 
 
+class _FullDisk:
+    """Stops the study when a write finds the store's disk full: :class:`DiskFull` (exit 2) naming it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ctx: StudyContext | None = None
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
+        if isinstance(err, Exception) and not isinstance(err, DiskFull) and is_disk_full(err):
+            raise _disk_full(self.store, self.ctx, err) from None
+
+
+def _disk_full(store: Store, ctx: StudyContext | None, err: BaseException) -> DiskFull:
+    """After a write found the store's disk full: this process's running trial FAIL (``disk-full``) with
+    its run FAILED, the parent run FAILED -- as far as the full disk lets these small writes through
+    (what it refuses, the next ``nnstudy run`` repairs: a trial left RUNNING is failed and re-run) --
+    and the message naming the full disk. SQLite rolled the refused write back: no record is torn."""
+    files = [Path(e.filename) for e in error_chain(err) if isinstance(e, OSError) and e.filename]
+    files += [*store.local_files(), *([store.artifact_root] if store.artifact_root else [])]
+    full = next((f for f in files if (write_problem(f) or "").startswith("disk full")), files[0] if files else None)
+    where = f"the disk holding {full}" if full is not None else f"the disk of {store.storage}"
+    if ctx is None:
+        return DiskFull(f"{where} is full (ENOSPC: no space left on device); free some space and run the same "
+                        "command again")
+    try:
+        end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], reason="disk-full")
+        ctx.tracker.end_run(ctx.parent_id, "FAILED")
+    except Exception:  # still full: the next run repairs what is left open
+        pass
+    done = len(ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return DiskFull(f"{where} is full (ENOSPC: no space left on device); study {ctx.spec.name!r} stopped, "
+                    f"{done} complete trial(s) are kept in {store.storage}. Free some space and run the same "
+                    "command again to resume.")
+
+
 def _interrupted(ctx: StudyContext) -> StudyInterrupted:
     """After an interrupt: no trial of this process left open, the parent run KILLED."""
     end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()])
@@ -117,6 +157,8 @@ def _finish(ctx: StudyContext) -> None:
         finish_parent(ctx.study, ctx.tracker, ctx.parent_id, ctx.spec.study.metric,
                       lambda number: ctx.store.reproduce_command(ctx.spec.name, number))
     except Exception as err:  # MLflow unreachable: the trials are in the Optuna storage; `sync` finishes this
+        if is_disk_full(err):
+            raise
         ctx.study.set_user_attr(STUDY_PARENT_PENDING, True)
         print(f"warning: MLflow unreachable at the end of the study ({type(err).__name__}); run `nnstudy sync` "
               "when it is back", file=sys.stderr)

@@ -44,6 +44,8 @@ def configure(backend: str | None = None, *, import_keras: bool = False, backend
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     warnings.filterwarnings("ignore", message=".*experimental.*")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # if MLflow was imported already
+    # its tracebacks of database errors it raises again (a full disk, a lock): nnstudy reports those itself
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     import optuna  # its logger sets itself to INFO when first used: set the level through optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -134,16 +134,17 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     return _end_open_runs(study, tracker, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
 
 
-def end_interrupted_trials(study: optuna.Study, tracker: Tracker, pids: Collection[int]) -> list[int]:
+def end_interrupted_trials(study: optuna.Study, tracker: Tracker, pids: Collection[int], *,
+                           reason: str = "interrupted") -> list[int]:
     """After an interrupt: the trials of these processes (of this host, all ended now) that are still
-    RUNNING become FAIL (``interrupted``, not re-run), and their MLflow runs still RUNNING become KILLED.
-    Returns the numbers of the trials whose records were repaired."""
+    RUNNING become FAIL (``reason``: ``interrupted``, or ``disk-full``; not re-run), and their MLflow runs
+    still RUNNING become KILLED (FAILED for a full disk). Returns the numbers of the trials repaired."""
     storage = study._storage
     host = platform.node()
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_HOST) == host
             and t.user_attrs.get(ATTR_PID) in pids]
     repaired = [t.number for t in mine if t.state == optuna.trial.TrialState.RUNNING
-                and _fail(storage, t._trial_id, "interrupted")]
+                and _fail(storage, t._trial_id, reason)]
     ended = _end_open_runs(study, tracker, [storage.get_trial(t._trial_id) for t in mine])
     return sorted(set(repaired) | set(ended))
 
@@ -170,7 +171,8 @@ def _end_open_runs(study: optuna.Study, tracker: Tracker, trials: list[optuna.tr
             continue
         try:
             if tracker.run_status(run_id) == "RUNNING":
-                tracker.end_run(run_id, "KILLED", {TAG_FAIL_REASON: str(reason or "worker-died")})
+                tracker.end_run(run_id, "FAILED" if reason == "disk-full" else "KILLED",
+                                {TAG_FAIL_REASON: str(reason or "worker-died")})
                 repaired.append(t.number)
         except Exception as err:
             if not is_missing_run(err):  # a run deleted from MLflow has nothing to end
@@ -179,4 +181,4 @@ def _end_open_runs(study: optuna.Study, tracker: Tracker, trials: list[optuna.tr
 
 
 #: fail reasons whose trial may have left its MLflow run RUNNING
-OPEN_RUN_REASONS = ("worker-died", "interrupted")
+OPEN_RUN_REASONS = ("worker-died", "interrupted", "disk-full")

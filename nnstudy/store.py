@@ -12,10 +12,10 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
-from nnstudy.errors import StoreError, StudyNotFoundError
+from nnstudy.errors import DiskFull, StoreError, StudyNotFoundError
 
 DEFAULT_DIR = Path("mlruns")
 DEFAULT_STORAGE = f"sqlite:///{DEFAULT_DIR.as_posix()}/optuna.db"
@@ -49,9 +49,7 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StoreError(f"cannot create the store folder {path.parent}: {err.strerror}") from None
-            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-                raise StoreError(f"the store {path} is read-only; choose a writable folder with "
-                                 "--storage/--tracking-uri")
+        self.check_writable()
         for path in self.local_files():
             _enable_wal(path)
         if self.artifact_root is not None:
@@ -70,6 +68,8 @@ class Store:
         if len(local) == 2 and local[0][0].resolve() == local[1][0].resolve():
             raise StoreError(f"--storage and --tracking-uri both name {local[0][0]}; allowed: two different files "
                              "(the Optuna storage and the MLflow store)")
+        if not reading:
+            self.check_writable()
         for path, option, kind in local:
             found = sqlite_kind(path)
             if found == kind or (found in ("missing", "empty", "sqlite") and not reading):
@@ -86,6 +86,30 @@ class Store:
                 "other": "not a regular file"}[found]
             raise StoreError(f"{option} {path}: not {what}: {problem}; allowed: {what}"
                              + ("" if reading else ", or a new file"))
+
+    def check_writable(self) -> None:
+        """The local store files and the artifact folder can be written: a read-only mount, no write
+        permission or a full disk is refused before anything is written (reading such a store works)."""
+        entries = [(path, path) for path in self.local_files()]
+        if self.artifact_root is not None:
+            entries.append((self.artifact_root / "entry", self.artifact_root))  # a file made in it
+        for probe, where in entries:
+            reason = write_problem(probe)
+            if reason is not None and reason.startswith("disk full"):
+                raise DiskFull(f"the disk holding the store {where} is full ({reason}, ENOSPC); nothing was "
+                               "written; free some space (or choose another disk with --storage/--tracking-uri) "
+                               "and run the same command again")
+            if reason is not None:
+                raise StoreError(f"the store {where} is read-only ({reason}); nothing was written; allowed: a "
+                                 "writable store (remount it read-write, or choose a writable folder with "
+                                 "--storage/--tracking-uri)")
+
+    def open_read_only(self) -> None:
+        """Let this process read local store files that cannot be written (see :func:`write_problem`):
+        SQLite opens them read-only, so nothing is made beside them."""
+        for path in self.local_files():
+            if write_problem(path) is not None:
+                open_sqlite_read_only(path)
 
     def check_databases(self) -> None:
         """Connect once to each database server URL (not SQLite) so an unreachable one fails fast,
@@ -147,6 +171,64 @@ class Store:
         return subprocess.call(command, env=env)
 
 
+#: free space below which a store's disk counts as full: SQLite needs about this much to open a WAL-mode
+#: database (its -shm and first -wal pages) and record a trial
+MIN_FREE_BYTES = 1 << 20
+
+
+def write_problem(path: Path) -> str | None:
+    """Why ``path`` (a store file, with the journal files SQLite writes beside it, or a folder's
+    entry) cannot be written -- ``"read-only file system"``, ``"no write permission"`` or
+    ``"disk full: ..."`` (under :data:`MIN_FREE_BYTES` free) -- or None. For a path that does not
+    exist yet, the nearest folder above it that does is asked."""
+    probe = path.parent.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        fs = os.statvfs(probe)
+    except OSError:
+        return None  # not ours to judge: creating the folder says what is wrong
+    if fs.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "no write permission"
+    if fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+        return f"disk full: {fs.f_bavail * fs.f_frsize // 1024} KiB free"
+    return None
+
+
+#: SQLite files this process opens read-only (``mode=ro``), immutable when no write-ahead log is pending
+_READ_ONLY_SQLITE: set[str] = set()
+
+
+def _sqlite_read_only_uri(path: Path) -> str:
+    """The SQLite URI that reads ``path`` without writing anything beside it. A WAL-mode database
+    needs its ``-shm`` file, which a read-only folder cannot hold: when no write-ahead log with
+    content is there, the file cannot change and is opened immutable (no ``-shm`` needed)."""
+    from urllib.parse import quote
+
+    wal = Path(f"{path}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if pending else "&immutable=1")
+
+
+def open_sqlite_read_only(path: Path) -> None:
+    """Every SQLite connection this process makes to ``path`` (Optuna's, MLflow's) opens it read-only:
+    a store on a read-only mount, or without write permission, can still be read."""
+    import sqlalchemy
+
+    if not _READ_ONLY_SQLITE:
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "do_connect", _connect_read_only)
+    _READ_ONLY_SQLITE.add(str(path.resolve()))
+
+
+def _connect_read_only(dialect: Any, conn_rec: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+    if dialect.name == "sqlite" and cargs and isinstance(cargs[0], str) and not cargs[0].startswith("file:") \
+            and os.path.realpath(cargs[0]) in _READ_ONLY_SQLITE:
+        cargs[0] = _sqlite_read_only_uri(Path(cargs[0]))
+        cparams["uri"] = True
+
+
 def absolute_sqlite(url: str) -> str:
     """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (other URLs unchanged).
 
@@ -181,8 +263,9 @@ def sqlite_kind(path: Path) -> str:
         return "empty"
     if head != SQLITE_MAGIC:
         return "not-sqlite"
+    uri = _sqlite_read_only_uri(path) if write_problem(path) else f"file:{path}?mode=ro"
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)) as conn:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=60)) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError:
         return "not-sqlite"

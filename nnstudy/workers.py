@@ -10,6 +10,7 @@ storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import shutil
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nnstudy.contract import ATTR_FAIL_REASON, ATTR_PID
-from nnstudy.errors import NnstudyError, UserInputError
+from nnstudy.errors import NnstudyError, UserInputError, is_disk_full
 
 if TYPE_CHECKING:
     from nnstudy.data import PreparedData
@@ -140,6 +141,14 @@ def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[st
             except KeyboardInterrupt:
                 end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()])
                 raise
+            except Exception as err:
+                if not is_disk_full(err):
+                    raise
+                try:  # as far as the full disk lets it through: the parent's next run repairs the rest
+                    end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], reason="disk-full")
+                except Exception:
+                    pass
+                sys.exit(DISK_FULL_EXIT)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -253,10 +262,15 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
     failed = [p for p in ended if p.exitcode not in (0, None)]
     if any(p.exitcode == 130 for p in failed):
         raise KeyboardInterrupt
+    if any(p.exitcode == DISK_FULL_EXIT for p in failed):
+        raise OSError(errno.ENOSPC, "No space left on device (a worker's write to the store)")
     if failed:
         raise NnstudyError(f"worker {failed[0].name} exited with code {failed[0].exitcode}; "
                            "its finished trials are kept")
 
+
+#: a worker's exit code when a write found the store's disk full (ENOSPC's number)
+DISK_FULL_EXIT = errno.ENOSPC
 
 #: worker processes killed by a signal that a study replaces before it gives up (the next one is an error)
 MAX_WORKER_DEATHS = 10

@@ -7,9 +7,11 @@ fixtures below them.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import socket
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,3 +244,43 @@ def recorded_study(tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., St
         return RecordedStudy(spec, storage, tracker.tracking_uri, tracker, study, experiment_id, parent_id)
 
     return make
+
+
+
+class Tmpfs:
+    """tmpfs mounts under a test's ``tmp_path``: disks that can be filled, made read-only and resized."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mounted: list[Path] = []
+
+    def mount(self, name: str, size: str = "8m") -> Path:
+        """A fresh tmpfs of ``size`` (``mount -t tmpfs -o size=SIZE``) on ``root / name``."""
+        point = self.root / name
+        point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "nnstudy-test", str(point)], check=True)
+        self.mounted.append(point)
+        return point
+
+    @staticmethod
+    def remount(point: Path, options: str) -> None:
+        """``mount -o remount,OPTIONS``: ``ro``, ``rw`` or ``size=64m``."""
+        subprocess.run(["mount", "-o", f"remount,{options}", str(point)], check=True)
+
+    def unmount_all(self) -> None:
+        for point in reversed(self.mounted):
+            if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], check=False)  # still busy: detach it now
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
+    """A :class:`Tmpfs` on ``tmp_path``; every mount is unmounted at the end. Mounting needs root (CI
+    runs as root); otherwise the test is skipped."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount tmpfs")
+    mounts = Tmpfs(tmp_path)
+    try:
+        yield mounts
+    finally:
+        mounts.unmount_all()

@@ -1,14 +1,20 @@
-"""Faults during a study, with real processes and real signals: SIGKILL then resume, SIGTERM."""
+"""Faults during a study, with real processes: signals (SIGKILL then resume, SIGTERM, Ctrl-C), a real
+out-of-memory under RLIMIT_AS, a store on a read-only mount, a disk that fills up (tmpfs mounts, as root)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import optuna
 import pytest
@@ -371,3 +377,174 @@ def _resumes_n(workdir: Path, spec: Path, added: int) -> list[optuna.trial.Froze
     trials = study.get_trials()
     assert len(trials) == before + added
     return trials
+
+
+# --------------------------------------------------------------------------- out of memory, read-only store, full disk
+
+PRUNED = optuna.trial.TrialState.PRUNED
+
+OOM_SPEC = """
+[study]
+name = "faulty"
+n_trials = 3
+pruner = "none"
+seed = 5
+
+[data]
+source = "pass_fail"
+n_samples = 200
+
+[train]
+max_epochs = 2
+early_stopping_patience = 2
+
+[search]
+learning_rate = 0.01
+optimizer = "adam"
+batch_size = 32
+depth = [2, 3]
+units = [8, 50000]  # 50000 x 50000 weights: one 10 GB matrix
+
+[model]
+max_params = 10_000_000_000
+
+[[enqueue]]  # the huge configuration first,
+units = 50000
+depth = 2
+
+[[enqueue]]  # then one at least as large,
+units = 50000
+depth = 3
+
+[[enqueue]]  # then a small one
+units = 8
+depth = 2
+"""
+
+#: the address space (RLIMIT_AS) of every process of the out-of-memory test: twice what a small training
+#: reserves (VmPeak ~4 GiB: TensorFlow maps much more than it uses), far below the huge configuration's needs
+MEMORY_LIMIT = 8 << 30
+
+
+def _nnstudy(workdir: Path, *args: str, memory_limit: int | None = None,
+             timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    def limit_memory() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    return subprocess.run([NNSTUDY, *args], cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit_memory)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_real_out_of_memory_fails_its_trial_and_the_study_goes_on(tmp_path: Path, workers: int) -> None:
+    """Under RLIMIT_AS, the huge configuration's weights cannot be allocated (TensorFlow's
+    ResourceExhaustedError, in the `nnstudy run` process or in its workers): that trial FAIL
+    (`out-of-memory`) in both stores, a configuration at least as large is pruned without training
+    (with 2 workers it may have started before: then it fails the same way), the small one completes.
+    The check of the largest configuration before the store is made runs out of memory too: a warning,
+    not a crash."""
+    spec = tmp_path / "faulty.toml"
+    spec.write_text(OOM_SPEC)
+    result = _nnstudy(tmp_path, "run", str(spec), "--no-progress", "--workers", str(workers),
+                      memory_limit=MEMORY_LIMIT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "warning: the largest configuration ran out of memory (ResourceExhaustedError: OOM when allocating " \
+           "tensor with shape[50000,50000]" in result.stderr
+    study, client = _no_running_left(tmp_path)
+    huge, larger, small = study.trials
+    assert (huge.params["units"], huge.params["depth"]) == (50000, 2)
+    assert huge.state == FAIL and huge.user_attrs["fail_reason"] == "out-of-memory"  # what the sampler reads
+    run = client.get_run(huge.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["nnstudy.fail_reason"] == "out-of-memory"
+    assert run.data.tags["nnstudy.error"].startswith("ResourceExhaustedError")
+    assert (larger.params["units"], larger.params["depth"]) == (50000, 3)
+    larger_run = client.get_run(larger.user_attrs["mlflow_run_id"])
+    if larger.state == FAIL:  # two workers: it started while the first was still allocating
+        assert workers == 2 and larger.user_attrs["fail_reason"] == "out-of-memory"
+        assert larger_run.info.status == "FAILED"
+    else:
+        assert larger.state == PRUNED and larger.user_attrs["fail_reason"] == "out-of-memory-predicted"
+        assert larger_run.info.status == "KILLED"
+        assert larger_run.data.tags["nnstudy.larger_than_trial"] == str(huge.number)
+    assert small.state == COMPLETE and small.params["units"] == 8
+    assert client.get_run(small.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+    assert len({t.user_attrs["pid"] for t in study.trials}) == workers
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_read_only_store_refuses_run_but_is_read_and_resumes_once_writable(tmp_path: Path, tmpfs: Any) -> None:
+    """A finished study on a disk remounted read-only: `run` is exit 2 in one line naming the store
+    before anything is written; `trials`, `best` and `report` (to another folder) read it; remounted
+    read-write, the same `run` resumes."""
+    disk = tmpfs.mount("disk", size="64m")
+    spec = tmp_path / "faulty.toml"
+    spec.write_text(SPEC.format(epochs=2))
+    first = _nnstudy(disk, "run", str(spec), "--no-progress", "--n-trials", "1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    tmpfs.remount(disk, "ro")
+    before = _contents(disk)
+
+    refused = _nnstudy(disk, "run", str(spec), "--no-progress")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "Error: the store mlruns/optuna.db is read-only (read-only file system); nothing was written; allowed: a "
+        "writable store (remount it read-write, or choose a writable folder with --storage/--tracking-uri)"]
+    listed = _nnstudy(disk, "trials", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["state"] for row in json.loads(listed.stdout)] == ["COMPLETE"]
+    best = _nnstudy(disk, "best")
+    assert best.returncode == 0 and json.loads(best.stdout.split("\nreproduce:")[0])["trial"] == 0, best.stderr
+    report = _nnstudy(disk, "report", "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report" / "trials.csv").is_file()
+    assert _contents(disk) == before  # nothing written, nothing made beside the databases
+
+    tmpfs.remount(disk, "rw")
+    resumed = _nnstudy(disk, "run", str(spec), "--no-progress", "--n-trials", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study, _ = _no_running_left(disk)
+    assert [t.state for t in study.trials] == [COMPLETE] * 2
+
+
+def test_a_full_disk_stops_the_study_with_exit_2_and_the_next_run_resumes(tmp_path: Path, tmpfs: Any) -> None:
+    """A disk with about 1.3 MB left fills while a study runs (the MLflow database's log grows): exit 2
+    in one line saying the disk is full and how many trials are kept, no traceback; both SQLite databases
+    pass their integrity check and `trials` (on the full disk) lists every finished trial; with space
+    back, the same command resumes and nothing is left RUNNING."""
+    disk = tmpfs.mount("disk", size="64m")
+    spec = tmp_path / "faulty.toml"
+    spec.write_text(SPEC.format(epochs=2))
+    first = _nnstudy(disk, "run", str(spec), "--no-progress", "--n-trials", "1")
+    assert first.returncode == 0, first.stdout + first.stderr
+    fs = os.statvfs(disk)
+    tmpfs.remount(disk, f"size={(fs.f_blocks - fs.f_bfree) * fs.f_frsize // 1024 + 1300}k")
+
+    full = _nnstudy(disk, "run", str(spec), "--no-progress", "--n-trials", "60")
+    assert full.returncode == 2, full.stdout + full.stderr
+    assert "Traceback" not in full.stderr, full.stderr
+    message = full.stderr.strip().splitlines()[-1]
+    found = re.fullmatch(r"Error: the disk holding \S*mlruns/\S+ is full \(ENOSPC: no space left on device\); "
+                         r"study 'faulty' stopped, (\d+) complete trial\(s\) are kept in sqlite:///mlruns/optuna\.db\. "
+                         r"Free some space and run the same command again to resume\.", message)
+    assert found, message
+    kept = int(found.group(1))
+    assert 1 <= kept < 61
+    for db in ("optuna.db", "mlflow.db"):
+        with contextlib.closing(sqlite3.connect(f"file:{disk}/mlruns/{db}?mode=ro", uri=True)) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    listed = _nnstudy(disk, "trials", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert sum(row["state"] == "COMPLETE" for row in json.loads(listed.stdout)) == kept
+
+    tmpfs.remount(disk, "size=64m")
+    resumed = _nnstudy(disk, "run", str(spec), "--no-progress", "--n-trials", "1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    study, client = _no_running_left(disk)
+    assert len(study.get_trials(states=(COMPLETE,))) == kept + 1
+    for t in study.get_trials(states=(FAIL,)):  # the trial the full disk stopped: failed, and re-run
+        assert t.user_attrs["fail_reason"] in ("disk-full", "worker-died"), t

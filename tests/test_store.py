@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +96,63 @@ def test_prepare_reports_a_folder_that_cannot_be_made(tmp_path: Path) -> None:
                           tracking_uri=f"sqlite:///{tmp_path.as_posix()}/ok/mlflow.db")
     with pytest.raises(StoreError, match="cannot create the store folder"):
         store.prepare()
+
+
+# --------------------------------------------------------------------------- read-only and full disks (real mounts)
+
+
+def _made_store(point: Path, seed_mlflow_db: Any) -> Any:
+    """A store under ``point/mlruns`` with both databases made (WAL mode, as nnstudy leaves them), one
+    study of one finished trial, every connection closed."""
+    import optuna
+
+    from nnstudy.storage import make_storage
+
+    store = resolve_store(directory=point / "mlruns")
+    seed_mlflow_db(point / "mlruns" / "mlflow.db")
+    store.prepare()
+    storage = make_storage(store.storage)
+    study = optuna.create_study(study_name="s", storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with Study.optimize"
+        study.tell(study.ask(), 1.0)
+    storage.engine.dispose()
+    return store
+
+
+def test_a_store_on_a_read_only_mount_is_read_and_never_written(tmpfs: Any, seed_mlflow_db: Any) -> None:
+    import optuna
+
+    from nnstudy.storage import make_storage
+    from nnstudy.store import sqlite_kind
+
+    point = tmpfs.mount("disk")
+    store = _made_store(point, seed_mlflow_db)
+    tmpfs.remount(point, "ro")
+    before = sorted(p.name for p in (point / "mlruns").iterdir())
+    with pytest.raises(StoreError, match=r"the store .*/mlruns/optuna\.db is read-only \(read-only file system\); "
+                                         r"nothing was written"):
+        store.check_files()  # `run`: refused before the first write
+    assert [sqlite_kind(p) for p in store.local_files()] == ["optuna", "mlflow"]  # not "not a SQLite database"
+    store.check_files(reading=True)
+    store.open_read_only()
+    storage = make_storage(store.storage, create=False)
+    assert [t.value for t in optuna.load_study(study_name="s", storage=storage).trials] == [1.0]
+    storage.engine.dispose()
+    assert sorted(p.name for p in (point / "mlruns").iterdir()) == before  # no -shm, no -wal
+
+
+def test_a_full_disk_is_refused_before_the_first_write(tmpfs: Any, seed_mlflow_db: Any) -> None:
+    from nnstudy.errors import DiskFull
+
+    point = tmpfs.mount("disk", size="4m")
+    store = _made_store(point, seed_mlflow_db)
+    with open(point / "filler", "wb") as filler:  # the rest of the disk
+        with pytest.raises(OSError):
+            while True:
+                filler.write(b"\0" * 65536)
+    with pytest.raises(DiskFull, match=r"the disk holding the store .*/mlruns/optuna\.db is full \(disk full: 0 KiB "
+                                       r"free, ENOSPC\); nothing was written") as info:
+        store.check_files()
+    assert info.value.exit_code == 2
+    store.check_files(reading=True)  # reading needs no space
