@@ -64,6 +64,7 @@ TAG_FAIL_REASON = "nnstudy.fail_reason"
 TAG_ERROR = "nnstudy.error"
 TAG_MODEL_ERROR = "nnstudy.model_error"
 TAG_DEVICE = "nnstudy.device"
+TAG_THREADS = "nnstudy.threads"  # intra-op threads of the process that trained: reproduce uses as many
 TAG_DATA_DIGEST = "nnstudy.data_digest"
 TAG_RETRY_OF_TRIAL = "nnstudy.retry_of_trial"
 TAG_RETRY_OF_RUN = "nnstudy.retry_of_run"
@@ -103,7 +104,7 @@ ROLE_TRIAL: Role = "trial"
 ROLE_REPRODUCTION: Role = "reproduction"
 
 #: tags whose difference between an original run and its reproduction is worth reporting
-ENVIRONMENT_TAG_PREFIXES = (TAG_VERSION_PREFIX, TAG_DEVICE, TAG_DATA_DIGEST, TAG_KERAS_BACKEND)
+ENVIRONMENT_TAG_PREFIXES = (TAG_VERSION_PREFIX, TAG_DEVICE, TAG_DATA_DIGEST, TAG_KERAS_BACKEND, TAG_THREADS)
 
 
 def trial_run_name(trial_number: int, role: Role = ROLE_TRIAL) -> str:

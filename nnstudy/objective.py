@@ -43,6 +43,7 @@ from nnstudy.contract import (
     ATTR_STOPPED_EPOCH,
     TAG_DATA_DIGEST,
     TAG_DEVICE,
+    TAG_THREADS,
     TAG_DIAGNOSIS,
     TAG_DIAGNOSIS_DETAIL,
     TAG_EARLY_STOPPED,
@@ -63,6 +64,7 @@ from nnstudy.model import ModelFactory, model_summary
 from nnstudy.recorder import RunRecorder, RunTarget
 from nnstudy.spec import BUILDER_SEARCH, StudySpec
 from nnstudy.tracking import RunStatus
+from nnstudy.runtime import training_threads
 from nnstudy.training import InputPipeline, TrainResult, device_name, train
 
 TrialLike = Union[optuna.Trial, optuna.trial.FixedTrial]
@@ -180,7 +182,8 @@ class Objective:
     def _start(self, trial: TrialLike, params: dict[str, Any], seed: int, retry_tags: dict[str, str]) -> RunRecorder:
         """Open the trial's run with every parameter (searched, fixed and the seed)."""
         rec = self.runs.start(trial.number, params={**params, **self.fixed_params(), "seed": seed},
-                              tags={**self.run_tags, TAG_DEVICE: self.device, TAG_DATA_DIGEST: self.data.digest,
+                              tags={**self.run_tags, TAG_DEVICE: self.device, TAG_THREADS: str(training_threads()),
+                                    TAG_DATA_DIGEST: self.data.digest,
                                     **retry_tags})
         self.last_recorder = rec
         if rec.run_id is not None:

@@ -14,6 +14,7 @@ from nnstudy.contract import (
     ENVIRONMENT_TAG_PREFIXES,
     ROLE_REPRODUCTION,
     TAG_DEVICE,
+    TAG_THREADS,
     TAG_REPRODUCED_BY,
     TAG_REPRODUCTION_OF,
     TAG_VERSION_PREFIX,
@@ -60,7 +61,7 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     from nnstudy.data import prepare
     from nnstudy.objective import Objective
     from nnstudy.tracking import DatasetRecord, environment_tags
-    from nnstudy.training import backend, configure_determinism
+    from nnstudy.training import backend, configure_determinism, use_threads
 
     records.store.check_writable()  # the reproduction run is written: a read-only store is refused before training
     trial = records.trial(trial_number, run_id)
@@ -69,6 +70,11 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     metric = spec.study.metric
     client = records.client
     original = client.get_run(original_id)
+    threads = original.data.tags.get(TAG_THREADS, "")
+    # as many threads as the original had: reductions then sum in the same order (a process whose
+    # runtime started already keeps its own count; the run's nnstudy.threads tag then shows the difference)
+    if threads.isdigit():
+        use_threads(int(threads))
     configure_determinism(spec.train.deterministic)
     data = prepare(spec)
     runs = RunTarget(records.tracker, str(original.info.experiment_id), records.parent_run_id, spec.name,

@@ -26,6 +26,21 @@ ENVIRONMENT = {
 }
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment limiting TensorFlow, JAX/XLA and BLAS to ``threads`` threads."""
+    n = str(max(1, threads))
+    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                         f"intra_op_parallelism_threads={n}"}
+
+
+def training_threads() -> int:
+    """The threads this process's training uses: what ``thread_env`` set (a worker), else every core it may use."""
+    set_by = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    return int(set_by) if set_by.isdigit() and int(set_by) > 0 else len(os.sched_getaffinity(0))
+
+
 def configure(backend: str | None = None, *, import_keras: bool = False, backend_field: str = "--backend") -> None:
     """Quiet logging and start-up noise, and choose the Keras backend before Keras is imported.
 

@@ -54,6 +54,26 @@ def configure_determinism(enabled: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def use_threads(threads: int) -> bool:
+    """Train with ``threads`` intra-op threads from now on, as a worker given that many does (a reduction
+    can sum in another order with another thread count). Must come before the backend's first op;
+    returns False, changing nothing, when it came too late (TensorFlow's runtime already started)."""
+    import os
+
+    from nnstudy.runtime import thread_env
+
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            return bool(tf.config.threading.get_intra_op_parallelism_threads() == threads)
+    os.environ.update(thread_env(threads))  # XLA (JAX) and BLAS read these when they start
+    return True
+
+
 def device_name() -> str:
     """The accelerator training runs on, in words (``CPU`` when there is none)."""
     if backend() == "tensorflow":

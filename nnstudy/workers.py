@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nnstudy.contract import ATTR_FAIL_REASON, ATTR_PID
+from nnstudy.runtime import thread_env
 from nnstudy.errors import NnstudyError, UserInputError, is_disk_full
 
 if TYPE_CHECKING:
@@ -55,15 +56,6 @@ def detect_gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment limiting TensorFlow, JAX/XLA and BLAS to ``threads`` threads."""
-    n = str(max(1, threads))
-    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": n,
-            "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
-            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                         f"intra_op_parallelism_threads={n}"}
 
 
 def plan_workers(workers: int = 1, *, gpus: list[str] | None = None, trials_per_gpu: int = 1,

@@ -90,3 +90,21 @@ def test_value_without_a_finite_epoch_is_nan(tiny_spec: Callable[..., StudySpec]
     result = TrainResult(history={"val_loss": [math.nan]}, best_epoch=0, stopped_epoch=1, early_stopped=False,
                          diverged_at=1, stopped_by_hook=None, model=None, duration_s=0.0)  # type: ignore[arg-type]
     assert math.isnan(result.value("val_loss"))
+
+
+def test_use_threads_before_the_first_op_and_too_late_after_it() -> None:
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ.pop('TF_NUM_INTRAOP_THREADS', None)\n"
+            "from nnstudy.runtime import training_threads\n"
+            "from nnstudy.training import use_threads\n"
+            "import tensorflow as tf\n"
+            "assert use_threads(1) and tf.config.threading.get_intra_op_parallelism_threads() == 1\n"
+            "assert training_threads() == 1\n"
+            "tf.constant(1.0) + 1.0\n"
+            "assert use_threads(1) and not use_threads(3)\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
