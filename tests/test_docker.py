@@ -172,7 +172,7 @@ def compose(docker: Docker, image: str, tmp_path: Path) -> Iterator[Compose]:
     try:
         yield run
     finally:
-        run("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+        run("down", "-v", "--remove-orphans", "--timeout", "3", check=False)
 
 
 def test_compose_runs_two_workers_sharing_one_study(compose: Compose, tmp_path: Path) -> None:
