@@ -19,12 +19,18 @@ exec 8>/tmp/nnstudy-docker-build.lock
 flock 8
 
 docker/base-image.sh "$base"
+previous=$(docker image inspect -f '{{.Id}}' "$image" "$pg_image" 2>/dev/null || true)
 # DEVICE given as docker/compose.local.yml gives it, so that a compose build finds these layers cached
 start=$(date +%s)
 docker build --network host --build-arg BASE_IMAGE="$base" --build-arg DEVICE=cpu -t "$image" .
 built=$(date +%s)
 docker build --network host --build-arg BASE_IMAGE="$base" -t "$pg_image" -f docker/postgres.Dockerfile docker
 done=$(date +%s)
+# the images these tags named before, now untagged (their layers stay while a newer image shares them)
+current=$(docker image inspect -f '{{.Id}}' "$image" "$pg_image")
+for id in $previous; do
+  case "$current" in *"$id"*) ;; *) docker image rm "$id" >/dev/null 2>&1 || true ;; esac
+done
 
 size() { echo "$(( $(docker image inspect -f '{{.Size}}' "$1") / 1000000 )) MB"; }
 echo "image $image: built in $(( built - start ))s, $(size "$image")"
