@@ -284,3 +284,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
         yield mounts
     finally:
         mounts.unmount_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Docker tests last: CI builds their images in the background while the rest of the suite runs."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_docker.py"))
