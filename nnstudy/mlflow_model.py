@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +72,6 @@ def _code_copy(destination: Path) -> Path:
 def signature_of(bundle: Bundle, example: pd.DataFrame | np.ndarray) -> Any:
     """The model's signature: the raw input columns with the types of the training data (or the array
     shape) and the prediction columns."""
-    import warnings
-
     from mlflow.models import infer_signature
 
     # MLflow's hint that integer columns cannot hold missing values: they are integers in the training data,
@@ -99,7 +98,9 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
             run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="nnstudy",
             params={k: v for k, v in run.data.params.items()},
             tags={TAG_STUDY: str(info.get("study", "")), TAG_TRIAL: str(info.get("trial", ""))})
-        with default_store(tracker.tracking_uri):
+        with default_store(tracker.tracking_uri), warnings.catch_warnings():
+            # the hint of signature_of, given again when MLflow saves the input example
+            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
             logged = Model.log(
                 artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=made.model_id,
                 python_model=str(Path(pyfunc_model.__file__)),
