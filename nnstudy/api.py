@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nnstudy.contract import TrialRecord
-from nnstudy.errors import StudyNotFoundError, UserInputError
+from nnstudy.errors import UserInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,7 +108,8 @@ def best(records: StudyRecords) -> dict[str, Any]:
     rec = TrialRecord.from_trial(records.trial(), records.study.user_attrs)
     return {"study": records.name, "trial": rec.number, "value": rec.value, "params": rec.params,
             "best_epoch": rec.best_epoch, "stopped_epoch": rec.stopped_epoch, "seed": rec.seed,
-            "mlflow_run_id": rec.run_id, "model_uri": rec.model_uri, "reproduce": records.reproduce_command(rec.number)}
+            "mlflow_run_id": rec.run_id, "model_uri": rec.model_uri, "tracking_uri": records.store.tracking_uri,
+            "reproduce": records.reproduce_command(rec.number)}
 
 
 def reproduce(records: StudyRecords, *, trial: int | None = None, run_id: str | None = None) -> Reproduction:
@@ -130,9 +131,7 @@ def predict(records: StudyRecords, input_file: Path, *, trial: int | None = None
     from nnstudy.files import regular_file
     from nnstudy.tables import read_table
 
-    rec = TrialRecord.from_trial(records.trial(trial), records.study.user_attrs)
-    if not rec.model_logged or rec.run_id is None:
-        raise StudyNotFoundError(f"trial {rec.number} has no saved model (see [study].keep_models)")
+    rec = records.with_model(trial)
     regular_file(Path(input_file), field="--input", allowed="a .csv or .parquet file with the columns the model was "
                  "trained on, or a .npz with its input array x")
     rows: Any
@@ -143,7 +142,7 @@ def predict(records: StudyRecords, input_file: Path, *, trial: int | None = None
     else:
         rows = read_table(Path(input_file))
     with tempfile.TemporaryDirectory() as tmp:
-        return trial_bundle(records.client, rec.run_id, rec.model_uri, Path(tmp)).predict(rows, input_file)
+        return trial_bundle(records.client, str(rec.run_id), rec.model_uri, Path(tmp)).predict(rows, input_file)
 
 
 def report(records: StudyRecords, out_dir: Path, *, top: int = 5) -> list[Path]:

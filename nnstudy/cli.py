@@ -125,6 +125,8 @@ def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: st
         console.print(f"registered trial {outcome.registered['trial']} as {outcome.registered['name']!r} version "
                       f"{outcome.registered['version']}: {outcome.registered['model_uri']}")
     console.print(f"MLflow UI: {outcome.store.ui_command()}")
+    from nnstudy.servers import experiment_url
+
     console.print(f"  the study: {experiment_url('http://127.0.0.1:5000', outcome.experiment_id)}")
 
 
@@ -314,55 +316,42 @@ def predict(study_name: str | None, storage: str | None, tracking_uri: str | Non
         click.echo(f"{len(result)} predictions written to {output}", err=True)
 
 
+def _serve(make: Any, study_name: str | None, storage: str | None, tracking_uri: str | None, host: str,
+           port: int, what: str) -> None:
+    from nnstudy.servers import LOCAL_HOSTS
+
+    server = make(study_name, storage=storage, tracking_uri=tracking_uri, host=host, port=port)
+    if isinstance(server, str):
+        click.echo(f"the tracking server already serves the UI: {server}")
+        return
+    if host not in LOCAL_HOSTS:
+        click.echo(f"warning: binding the {server.name} to {host} exposes {what} without authentication", err=True)
+    click.echo(f"{server.name}: {server.url}  (Ctrl-C to stop)")
+    sys.exit(server.run())
+
+
 @cli.command()
 @_store_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind. Public interfaces "
               "expose every run without authentication.")
-@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--port", type=int, default=5000, show_default=True, help="Port (0: a free one).")
 def ui(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
-    """Start the MLflow UI on this study's store and print its URL."""
-    from nnstudy.store import resolve_store
+    """Start the MLflow UI on this study's store and print the study's link."""
+    from nnstudy.servers import mlflow_ui
 
-    store = resolve_store(storage, tracking_uri)
-    if store.tracking_uri.startswith(("http://", "https://")):
-        click.echo(f"the tracking server already serves the UI: {store.tracking_uri}")
-        return
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: binding the MLflow UI to {host} exposes every run without authentication", err=True)
-    click.echo(f"MLflow UI: {experiment_url(f'http://{host}:{port}', store.experiment_id(study_name))}  (Ctrl-C to stop)")
-    sys.exit(store.serve_ui(host, port))
+    _serve(mlflow_ui, study_name, storage, tracking_uri, host, port, "every run")
 
 
 @cli.command()
 @_store_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind. Public interfaces "
               "expose the study without authentication.")
-@click.option("--port", type=click.IntRange(min=0, max=65535), default=0,
-              help="Port. Defaults to a free one, printed.")
+@click.option("--port", type=int, default=0, help="Port. Defaults to a free one, printed.")
 def dashboard(study_name: str | None, storage: str | None, tracking_uri: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard on this study's Optuna storage (pip install "nnstudy[dashboard]")."""
-    import socket
+    from nnstudy.servers import optuna_dashboard
 
-    from nnstudy.dashboard import check_installed, serve_dashboard
-    from nnstudy.store import resolve_store
-
-    check_installed()
-    store = resolve_store(storage, tracking_uri)
-    store.check_files(reading=True)
-    if port == 0:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"warning: binding the dashboard to {host} exposes the study without authentication", err=True)
-    click.echo(f"Optuna dashboard: http://{host}:{port}/dashboard/  (Ctrl-C to stop)")
-    sys.exit(serve_dashboard(store, host, port))
-
-
-def experiment_url(base: str, experiment_id: str | None) -> str:
-    """The UI page of a study's experiment (or of all experiments) in MLflow 3's model-training view:
-    the UI opens in its GenAI view unless the link asks for the other."""
-    return f"{base}/#/experiments{f'/{experiment_id}' if experiment_id else ''}?workflowType=machine_learning"
+    _serve(optuna_dashboard, study_name, storage, tracking_uri, host, port, "the study")
 
 
 def main() -> None:

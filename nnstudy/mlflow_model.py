@@ -70,15 +70,23 @@ def _code_copy(destination: Path) -> Path:
 
 
 def signature_of(bundle: Bundle, example: pd.DataFrame | np.ndarray) -> Any:
-    """The model's signature: the raw input columns with the types of the training data (or the array
-    shape) and the prediction columns."""
-    from mlflow.models import infer_signature
+    """The model's signature: the raw input columns (numbers as ``any``: nnstudy takes integers and
+    decimals alike and checks them itself, as ``nnstudy predict`` does; text as ``string``) or the input
+    array's shape and type, and the prediction columns."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-    # MLflow's hint that integer columns cannot hold missing values: they are integers in the training data,
-    # which had none there (a column with gaps reads as floats), and class labels are never missing
+    # MLflow's hint that integer columns cannot hold missing values: numbers are "any" here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return infer_signature(example, bundle.predict(example))
+        inferred = infer_signature(example, bundle.predict(example))
+    if not isinstance(example, pd.DataFrame):
+        return inferred
+    numbers = (DataType.long, DataType.integer, DataType.double, DataType.float)
+    anything = AnyType()  # type: ignore[no-untyped-call]
+    inputs = Schema([ColSpec(anything, spec.name, spec.required) if spec.type in numbers else spec
+                     for spec in inferred.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
 def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: AnyPreprocessing,
@@ -98,16 +106,22 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
             run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, model_type="nnstudy",
             params={k: v for k, v in run.data.params.items()},
             tags={TAG_STUDY: str(info.get("study", "")), TAG_TRIAL: str(info.get("trial", ""))})
-        with default_store(tracker.tracking_uri), warnings.catch_warnings():
-            # the hint of signature_of, given again when MLflow saves the input example
-            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
-            logged = Model.log(
-                artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id, model_id=made.model_id,
-                python_model=str(Path(pyfunc_model.__file__)),
-                artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(bundle_dir)},
-                code_paths=[str(_code_copy(Path(tmp, "code")))], signature=signature, input_example=example,
-                pip_requirements=requirements(),
-                metadata={k: info[k] for k in ("study", "trial", "metric", "value") if k in info})
+        try:
+            with default_store(tracker.tracking_uri), warnings.catch_warnings():
+                # the hint of signature_of, given again when MLflow saves the input example
+                warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
+                logged = Model.log(
+                    artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=run_id,
+                    model_id=made.model_id, python_model=str(Path(pyfunc_model.__file__)),
+                    artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(bundle_dir)},
+                    code_paths=[str(_code_copy(Path(tmp, "code")))], signature=signature, input_example=example,
+                    pip_requirements=requirements(),
+                    metadata={k: info[k] for k in ("study", "trial", "metric", "value") if k in info})
+        except BaseException:  # no half-logged model is left READY-less in the UI: it is marked FAILED
+            from mlflow.entities import LoggedModelStatus
+
+            tracker.client.finalize_logged_model(made.model_id, LoggedModelStatus.FAILED)
+            raise
     return str(logged.model_uri)
 
 

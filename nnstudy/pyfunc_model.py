@@ -8,12 +8,16 @@ original class labels, and one probability column per class. Logged by :mod:`nns
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import mlflow.models
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModel
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up lines, before Keras loads it
 
 BUNDLE_ARTIFACT = "bundle"  # the artifact key of the bundle folder
 
@@ -29,7 +33,12 @@ class NnstudyModel(PythonModel):
     # MLflow reads this hint: a DataFrame (or ndarray) hint means "validate against the logged signature,
     # infer nothing"; models trained on arrays are given an ndarray
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return self.bundle.predict(model_input, "model input")
+        from nnstudy.errors import DataError
+
+        try:
+            return self.bundle.predict(model_input, "model input")
+        except DataError as err:  # bad rows: MLflow's "invalid input" (HTTP 400 when served), with nnstudy's words
+            raise MlflowException.invalid_parameter_value(str(err)) from None
 
 
 mlflow.models.set_model(NnstudyModel())

@@ -66,6 +66,15 @@ class StudyRecords:
     def record(self, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         return TrialRecord.from_trial(trial, self.study.user_attrs)
 
+    def with_model(self, number: int | None = None) -> TrialRecord:
+        """The record of a trial (default: the best) that kept its model; exit 2 saying why one has none."""
+        rec = self.record(self.trial(number))
+        if not rec.model_logged or rec.run_id is None:
+            why = "" if rec.state == "COMPLETE" else f" (it is {rec.state}: only complete trials keep models)"
+            raise StudyNotFoundError(f"trial {rec.number} of study {self.name!r} has no saved model{why}; allowed: "
+                                     "a trial that kept one (see [study].keep_models; `nnstudy trials` lists them)")
+        return rec
+
     def trial(self, number: int | None = None, run_id: str | None = None) -> optuna.trial.FrozenTrial:
         """A trial by number or MLflow run id; the best trial when neither is given."""
         trials = self.study.get_trials(deepcopy=False)

@@ -45,11 +45,10 @@ def registered(records: StudyRecords, name: str, *, trial: int | None = None) ->
     from mlflow.tracking import MlflowClient
 
     check_name(name)
-    rec = TrialRecord.from_trial(records.trial(trial), records.study.user_attrs)
-    if not rec.model_uri or rec.run_id is None:
-        kept = "kept only as a bundle of an older nnstudy" if rec.model_logged else "no saved model"
-        raise StudyNotFoundError(f"trial {rec.number} of study {records.name!r} has {kept}; allowed: a trial "
-                                 "with an MLflow Model (see [study].keep_models, or pass --trial)")
+    rec = records.with_model(trial)
+    if not rec.model_uri:
+        raise StudyNotFoundError(f"trial {rec.number} of study {records.name!r} kept its model as a bundle of an "
+                                 "older nnstudy, not as an MLflow Model; allowed: a trial of a study run since")
     uri = absolute_sqlite(records.store.tracking_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:

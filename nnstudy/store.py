@@ -138,17 +138,6 @@ class Store:
     def ui_command(self) -> str:
         return shlex.join(["mlflow", "ui", "--backend-store-uri", self.tracking_uri])
 
-    def experiment_id(self, study_name: str | None) -> str | None:
-        """The MLflow experiment of a study (None: no name given, or no such experiment). Reads only."""
-        if not study_name:
-            return None
-        if self.tracking_uri.startswith("sqlite:///") and not Path(self.tracking_uri.removeprefix("sqlite:///")).is_file():
-            return None  # no store yet: asking would create one
-        from mlflow.tracking import MlflowClient
-
-        found = MlflowClient(tracking_uri=absolute_sqlite(self.tracking_uri)).get_experiment_by_name(study_name)
-        return str(found.experiment_id) if found is not None else None
-
     def reproduce_command(self, study_name: str, trial_number: int) -> str:
         """The shell command that reproduces a trial of a study in this store (pasted back as it is)."""
         parts = ["nnstudy", "reproduce", "--study-name", study_name, "--trial", str(trial_number)]
@@ -157,18 +146,6 @@ class Store:
         if self.tracking_uri != DEFAULT_TRACKING_URI:
             parts += ["--tracking-uri", self.tracking_uri]
         return shlex.join(parts)
-
-    def serve_ui(self, host: str, port: int) -> int:
-        """Run the MLflow UI on this store until it is stopped; returns its exit code."""
-        import subprocess
-        import sys
-
-        command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri,
-                   "--host", host, "--port", str(port)]
-        if self.artifact_root is not None:
-            command += ["--default-artifact-root", self.artifact_root.resolve().as_uri()]
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers for a study
-        return subprocess.call(command, env=env)
 
 
 #: free space below which a store's disk counts as full: SQLite needs about this much to open a WAL-mode

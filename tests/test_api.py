@@ -79,7 +79,7 @@ def test_reproduce_takes_a_trial_or_a_run_id_not_both(three_trials: Any) -> None
 
 
 def test_predict_needs_a_saved_model(three_trials: Any, tmp_path: Path) -> None:
-    with pytest.raises(StudyNotFoundError, match=r"trial \d+ has no saved model \(see \[study\]\.keep_models\)"):
+    with pytest.raises(StudyNotFoundError, match=r"trial \d+ of study '[^']+' has no saved model; allowed: .*keep_models"):
         api.predict(_records(three_trials), tmp_path / "rows.csv")
 
 

@@ -66,10 +66,23 @@ def test_pyfunc_predicts_the_original_labels_like_nnstudy(labelled: PreparedData
     pd.testing.assert_frame_equal(served.reset_index(drop=True), expected.reset_index(drop=True))
     assert set(served["prediction"]) <= {"fail", "pass"} and list(served.columns) == ["prediction", "p(pass)"]
     assert info.signature.inputs.input_names() == ["lectures", "hours", "term"]
+    assert [spec.to_dict()["type"] for spec in info.signature.inputs.inputs] == ["any", "any", "string"]
     assert info.signature.outputs.input_names() == ["prediction", "p(pass)"]
     # the same model as nnstudy's predict downloads it
     again = trial_bundle(tracker.client, "unused", uri, tmp_path / "down").predict(rows)
     pd.testing.assert_frame_equal(again, expected)
+
+
+def test_numbers_of_any_kind_predict_as_nnstudy_predict_does(labelled: PreparedData, tracker: Tracker) -> None:
+    model = _mlp(labelled)
+    loaded = mlflow.pyfunc.load_model(_log(tracker, labelled, model))
+    bundle = Bundle(model, labelled.preprocessing, {})
+    for lectures, hours in (([20, 3], [12, 1]), ([20.5, 3.0], [12.5, 1.0]), ([20, 3], [12.5, 1.0])):
+        rows = pd.DataFrame({"lectures": lectures, "hours": hours, "term": ["spring", "autumn"]})
+        pd.testing.assert_frame_equal(loaded.predict(rows), bundle.predict(rows))
+    with pytest.raises(MlflowException, match="lectures") as refused:  # nnstudy's check, as MLflow's bad input
+        loaded.predict(pd.DataFrame({"lectures": ["many"], "hours": [2.0], "term": ["spring"]}))
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
 def test_nothing_is_pickled_and_the_keras_file_loads_in_safe_mode(labelled: PreparedData, tracker: Tracker,

@@ -1,4 +1,5 @@
-"""``nnstudy dashboard``: optuna-dashboard on a real study's storage, seen in headless Chromium."""
+"""``nnstudy ui`` and ``nnstudy dashboard``: what is checked before a server starts, and optuna-dashboard on
+a real study's storage seen in headless Chromium (the MLflow UI's browser test is tests/test_ui_browser.py)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,36 @@ def test_dashboard_needs_an_existing_store(tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["ui", "dashboard"])
+def test_servers_refuse_what_they_cannot_serve_before_starting(recorded_study: Callable[..., Any], command: str,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rs = recorded_study()
+    stores = ["--storage", rs.storage, "--tracking-uri", rs.tracking_uri]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (["--study-name", "nope", *stores], "--study-name 'nope': no such study in"),
+        ([*stores, "--host", "nosuchhost.invalid"], "--host nosuchhost.invalid --port"),
+        ([*stores, "--port", "99999"], "--port 99999: allowed: 1 to 65535"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(cli, [command, *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    result = CliRunner().invoke(cli, [command])
+    assert result.exit_code == 2 and "no study store at" in result.output, result.output
+    assert list(empty.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "empty"])
+
+
+def test_the_printed_links_open_the_study() -> None:
+    from nnstudy.servers import experiment_url
+
+    assert experiment_url("http://h:1", "7") == "http://h:1/#/experiments/7?workflowType=machine_learning"
+    assert experiment_url("http://h:1", None) == "http://h:1/#/experiments?workflowType=machine_learning"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_dashboard_shows_the_study_and_its_trials(recorded_study: Callable[..., Any], free_port: int) -> None:
@@ -49,10 +80,12 @@ def test_dashboard_shows_the_study_and_its_trials(recorded_study: Callable[..., 
     for i in range(3):
         rs.add(0.5 - 0.1 * i, {"learning_rate": 0.01 * (i + 1), "optimizer": "adam"})
     command = [str(Path(sys.executable).parent / "nnstudy"), "dashboard", "--storage", rs.storage,
-               "--tracking-uri", rs.tracking_uri, "--port", str(free_port)]
+               "--tracking-uri", rs.tracking_uri, "--port", str(free_port), "--study-name", "tiny"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{free_port}/dashboard/"
+        assert server.stdout is not None
+        assert server.stdout.readline().decode().startswith(f"Optuna dashboard: {url}studies/{rs.study._study_id}")
         deadline = time.monotonic() + 60
         while True:
             try:
