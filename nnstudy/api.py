@@ -158,4 +158,10 @@ def sync(records: StudyRecords) -> list[int]:
     from nnstudy.tracking import check_reachable
 
     check_reachable(records.store.tracking_uri)
+    from nnstudy.contract import ATTR_PENDING, STUDY_PARENT_PENDING
+
+    pending = records.study.user_attrs.get(STUDY_PARENT_PENDING) or any(
+        ATTR_PENDING in t.user_attrs for t in records.study.get_trials(deepcopy=False))
+    if pending:  # there is something to write: a read-only or full store is refused before the first write
+        records.store.check_writable()
     return sync_records(records.study, records.tracker, metric=records.metric())

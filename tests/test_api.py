@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 
 import nnstudy
@@ -104,3 +105,25 @@ def test_the_package_exports_the_front_door() -> None:
     assert nnstudy.trials_frame is api.trials_frame and nnstudy.best is api.best
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         nnstudy.nope  # noqa: B018
+
+
+def test_sync_with_records_to_write_refuses_a_read_only_store(recorded_study: Callable[..., Any], tmpfs: Any) -> None:
+    import sqlite3
+
+    from nnstudy.contract import STUDY_PARENT_PENDING
+    from nnstudy.errors import StoreError
+
+    rs = recorded_study()
+    rs.add(0.4, {"learning_rate": 0.01, "optimizer": "adam"})
+    rs.study.set_user_attr(STUDY_PARENT_PENDING, True)  # as after an outage: the parent's summary is still to write
+    point = tmpfs.mount("disk")
+    for name, url in (("optuna.db", rs.storage), ("mlflow.db", rs.tracking_uri)):
+        src, dst = sqlite3.connect(url.removeprefix("sqlite:///")), sqlite3.connect(point / name)
+        src.backup(dst)
+        dst.close()  # (a file open for writing keeps the mount from going read-only)
+        src.close()
+    (point / "artifacts").mkdir()
+    tmpfs.remount(point, "ro")
+    records = api.open_study("tiny", storage=f"sqlite:///{point}/optuna.db", tracking_uri=f"sqlite:///{point}/mlflow.db")
+    with pytest.raises(StoreError, match=r"is read-only \(read-only file system\); nothing was written"):
+        api.sync(records)
