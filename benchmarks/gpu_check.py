@@ -58,7 +58,7 @@ def make_inputs(work: Path, args: argparse.Namespace) -> tuple[Path, Path, int]:
     np.savez(work / "data.npz", x=x, y=y)
     units = [int(u) for u in args.units.split(",")]
     depths = [int(d) for d in args.depth.split(",")]
-    rates = [1e-3, 3e-3, 1e-4]
+    rates = [1e-3, 3e-3, 1e-4, 3e-4]
     grid = [{"units": u, "depth": d, "learning_rate": r} for r, d, u in itertools.product(rates, depths, units)]
     configs = [dict(c, optimizer="adam", batch_size=args.batch, dropout=0.1, activation="relu")
                for c in grid[:args.trials]]
@@ -161,7 +161,9 @@ def read_stores(storage: str, tracking: str) -> dict[str, object]:
             last = max(t.datetime_complete for t in done if t.datetime_complete)
             found["span_s"] = round((last - first).total_seconds(), 1)
             found["train_s"] = round(sum(float(t.user_attrs.get("duration_s", 0) or 0) for t in done), 1)
-            found["values"] = {t.number: round(float(t.value), 4) for t in done}
+            found["trials"] = {t.number: {"value": round(float(t.value), 4), "duration_s": t.user_attrs.get("duration_s"),
+                                          "units": t.params.get("units"), "learning_rate": t.params.get("learning_rate")}
+                               for t in done}
     except Exception as err:  # noqa: BLE001 - a report, not a test
         found["store_error"] = f"{type(err).__name__}: {err}"
     try:
@@ -204,21 +206,21 @@ def table(results: list[dict[str, object]], n: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=12, help="enqueued configurations (default 12)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per trial, all run (default 5)")
+    parser.add_argument("--trials", type=int, default=8, help="enqueued configurations (default 8)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial, all run (default 3)")
     parser.add_argument("--rows", type=int, default=40000, help="rows of the generated table (default 40000)")
     parser.add_argument("--features", type=int, default=64)
     parser.add_argument("--units", default="1024,2048", help="units choices (default 1024,2048)")
-    parser.add_argument("--depth", default="2,3", help="depth choices (default 2,3)")
+    parser.add_argument("--depth", default="2", help="depth choices (default 2)")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--per-gpu", default="1,2,4", help="--trials-per-gpu values (default 1,2,4)")
     parser.add_argument("--cpu-workers", type=int, default=0,
                         help="--workers of the CPU run (default: as many as the largest --trials-per-gpu, at most "
                              "the cores)")
-    parser.add_argument("--budget", type=float, default=280.0,
-                        help="seconds for all the timed runs together (default 280): a run is stopped when it would "
+    parser.add_argument("--budget", type=float, default=300.0,
+                        help="seconds for all the timed runs together (default 300): a run is stopped when it would "
                              "leave less than --reserve seconds to each run after it")
-    parser.add_argument("--reserve", type=float, default=45.0, help="seconds kept for each later run (default 45)")
+    parser.add_argument("--reserve", type=float, default=60.0, help="seconds kept for each later run (default 60)")
     parser.add_argument("--no-warm-up", action="store_true",
                         help="skip the untimed 1-trial CPU run that first compiles the packages' bytecode")
     parser.add_argument("--force", action="store_true", help="run the GPU variants without a GPU too")
@@ -252,7 +254,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
         spec, enqueue, n = make_inputs(work, args)
-        variants: list[tuple[str, list[str], dict[str, str], int]] = []
+        variants: list[tuple[str, list[str], dict[str, str], int]] = [
+            ("cpu", ["--workers", str(cpu_workers)], {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}, cpu_workers)]
         if gpus or args.force:
             n_gpus = max(1, len(gpus))
             variants += [(f"gpu x{k}", ["--gpus", "all", "--trials-per-gpu", str(k)], {}, k * n_gpus)
@@ -260,8 +263,6 @@ def main() -> int:
         else:
             print("[gpu_check] no GPU found: only the CPU run (the GPU variants need a GPU; --force runs them)",
                   flush=True)
-        variants.append(("cpu", ["--workers", str(cpu_workers)],
-                         {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}, cpu_workers))
         if not args.no_warm_up:  # untimed: the first run of freshly installed packages compiles their bytecode
             run_variant("warm-up", ["--n-trials", "1", "--workers", "1"],
                         {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}, spec, enqueue, work, logs, 120.0)
@@ -275,6 +276,8 @@ def main() -> int:
             results.append(result)
             (out / "results.json").write_text(json.dumps({"header": header, "results": results}, indent=1,
                                                           default=str))
+    results = [r for r in results if r["processes"] and not str(r["variant"]).startswith("cpu")] + \
+        [r for r in results if str(r["variant"]).startswith("cpu")]  # run first (the least known time), shown last
     text = f"{header}\n\n{table(results, n)}\n\ntotal: {time.perf_counter() - began:.0f} s"
     (out / "table.md").write_text(text + "\n")
     print("\n" + text, flush=True)

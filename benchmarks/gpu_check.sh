@@ -40,5 +40,12 @@ if ! "$PYTHON" -c "import keras, optuna, mlflow" 2>/dev/null && [ -d .whl ]; the
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+if ! "$PYTHON" -c "import importlib.metadata as m; m.version('nnstudy')" 2>/dev/null; then
+    # nnstudy runs from this checkout; its package metadata (which a kept model's requirements read) goes to /tmp/site
+    echo "[gpu_check] installing nnstudy's metadata into /tmp/site"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . \
+        || echo "[gpu_check] warning: could not install nnstudy; kept models will not be logged"
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" benchmarks/gpu_check.py ${OUT:+--out "$OUT"} "$@"
