@@ -11,8 +11,11 @@ Nothing is pickled.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,22 +40,32 @@ if TYPE_CHECKING:
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+#: what the model's code needs when nnstudy runs from a checkout without being installed (no metadata to read)
+MODEL_NEEDS = ["keras", "mlflow", "numpy", "pandas", "scikit-learn", "pyarrow", "pydantic", "rich", "click"]
+TENSORFLOW = ("tensorflow", "tensorflow-cpu")
+
+
 def requirements() -> list[str]:
-    """nnstudy's own requirements (those of this platform), pinned to the versions installed here,
-    plus the Keras backend in use: what ``mlflow models serve`` installs for a fresh environment."""
+    """nnstudy's own requirements (those of this platform), pinned to the versions installed here, with
+    the Keras backend in use instead of TensorFlow when it is another: what ``mlflow models serve`` installs
+    for a fresh environment."""
     from importlib.metadata import PackageNotFoundError, requires, version
 
     import keras
     from packaging.requirements import Requirement
 
+    try:
+        texts = requires("nnstudy") or []
+    except PackageNotFoundError:
+        texts = MODEL_NEEDS + ["tensorflow-cpu"]
     names: list[str] = []
-    for text in requires("nnstudy") or []:
+    for text in texts:
         req = Requirement(text)
         if req.marker is None or req.marker.evaluate({"extra": ""}):
             names.append(req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else ""))
     backend = keras.backend.backend()
-    if backend != "tensorflow":
-        names.append(backend)
+    if backend != "tensorflow":  # the model runs on its own backend: TensorFlow is not needed to load it
+        names = [n for n in names if n not in TENSORFLOW] + [backend]
     pinned = []
     for name in names:
         try:
@@ -67,6 +80,17 @@ def _code_copy(destination: Path) -> Path:
     target = destination / "nnstudy"
     shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return target
+
+
+@contextmanager
+def _no_bytecode() -> Iterator[None]:
+    """MLflow imports the model's code file from the folder it uploads: no ``__pycache__`` may land in it."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
 
 
 def signature_of(bundle: Bundle, example: pd.DataFrame | np.ndarray) -> Any:
@@ -107,7 +131,7 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
             params={k: v for k, v in run.data.params.items()},
             tags={TAG_STUDY: str(info.get("study", "")), TAG_TRIAL: str(info.get("trial", ""))})
         try:
-            with default_store(tracker.tracking_uri), warnings.catch_warnings():
+            with default_store(tracker.tracking_uri), warnings.catch_warnings(), _no_bytecode():
                 # the hint of signature_of, given again when MLflow saves the input example
                 warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
                 logged = Model.log(
@@ -163,6 +187,7 @@ def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: P
                 return
         uri = log_model(tracker, run_id, result.model, data.preprocessing, {
             "study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
+            "keras_backend": spec.train.backend,
             "metric": spec.study.metric, "value": value, "data_digest": data.digest}, data.example)
         trial.set_user_attr(ATTR_MODEL_URI, uri)
         trial.set_user_attr(ATTR_MODEL_LOGGED, True)

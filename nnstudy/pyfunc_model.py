@@ -26,9 +26,16 @@ class NnstudyModel(PythonModel):
     """Raw rows (a table's columns, or an array of inputs) in, ``nnstudy predict``'s frame out."""
 
     def load_context(self, context: Any) -> None:
+        import json
+
+        folder = Path(context.artifacts[BUNDLE_ARTIFACT])
+        info = folder / "info.json"
+        backend = json.loads(info.read_text()).get("keras_backend") if info.is_file() else None
+        if backend:  # the backend it was trained on, unless Keras is loaded already or the user chose one
+            os.environ.setdefault("KERAS_BACKEND", str(backend))
         from nnstudy.export import Bundle
 
-        self.bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
+        self.bundle = Bundle.load(folder)
 
     # MLflow reads this hint: a DataFrame (or ndarray) hint means "validate against the logged signature,
     # infer nothing"; models trained on arrays are given an ndarray

@@ -169,3 +169,13 @@ def test_a_jax_curve_does_not_depend_on_numpys_global_random_state() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "curves True" in out.stdout, out.stdout
+
+
+def test_a_jax_model_requires_jax_not_tensorflow() -> None:
+    _require("jax")
+    code = ("from nnstudy.mlflow_model import requirements; r = requirements(); "
+            "assert not [x for x in r if x.startswith('tensorflow')], r; "
+            "assert [x for x in r if x.startswith('jax==')], r; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

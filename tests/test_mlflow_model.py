@@ -147,3 +147,4 @@ def test_model_keeper_logs_the_models_keep_models_asks_for(tiny_spec: Callable[.
         assert trial.user_attrs.get(ATTR_MODEL_URI) == (f"models:/{models[0].model_id}" if got[-1] else None)
         study.add_trial(optuna.trial.create_trial(value=value))
     assert got == logged
+
