@@ -1,6 +1,6 @@
 """Array and image data: ``.npz`` files and the built-in ``digits_images``, checked, split and scaled.
 
-``x`` has any shape ``(n, ...)`` with ndim >= 2, ``y`` one label per row. ``prepare_arrays`` returns float32
+``x`` has any shape ``(n, ...)`` with ndim >= 2, ``y`` one label per row. ``nnstudy.data.prepare_arrays`` returns float32
 splits plus a JSON :class:`ArrayPreprocessing` that turns raw ``x`` into model inputs again. Files are read
 with ``allow_pickle=False`` and only when regular (a FIFO is never opened). No Keras, Optuna or MLflow.
 """
@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from nnstudy.errors import DataError, SpecError
-from nnstudy.prepared import PreparedData, split_indices
 from nnstudy.space import did_you_mean
 
 ARRAY_SUFFIXES = (".npz",)  # a .npy holds one array, so it cannot carry both x and y
@@ -112,7 +111,7 @@ def digits_images() -> tuple[np.ndarray, np.ndarray]:
 BUILTIN_ARRAYS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {"digits_images": digits_images}
 
 
-def _as_inputs(x: Any, source: Any, name: str) -> np.ndarray:
+def as_inputs(x: Any, source: Any, name: str) -> np.ndarray:
     """Check ``x`` (shape, dtype, finite) and return it as float32, unscaled."""
     arr = np.asarray(x)
     if arr.dtype.kind == "O":
@@ -139,7 +138,7 @@ def _as_inputs(x: Any, source: Any, name: str) -> np.ndarray:
     return xf
 
 
-def _labels(y: Any, n: int, source: str, name: str) -> np.ndarray:
+def label_array(y: Any, n: int, source: str, name: str) -> np.ndarray:
     """Check ``y`` (one label per row) and return it 1-D: numbers, bools or str."""
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
@@ -227,8 +226,8 @@ class ArrayPreprocessing:
                             "the output of ArrayPreprocessing.to_json")
         return cls(**data)
 
-    def _apply(self, xf: np.ndarray, source: Any) -> np.ndarray:
-        """Scale float32 ``xf``: the one code path of prepare_arrays and transform (equal results)."""
+    def apply_scale(self, xf: np.ndarray, source: Any) -> np.ndarray:
+        """Scale float32 ``xf``: the one code path of data.prepare_arrays and transform (equal results)."""
         with np.errstate(over="ignore"):
             if self.scale == "standard" and self.mean is not None and self.std is not None:
                 xf = ((xf - np.asarray(self.mean, dtype=np.float32).reshape(self.input_shape))
@@ -251,7 +250,7 @@ class ArrayPreprocessing:
                 alt = f" or {expected[:-1]}" if expected[-1:] == (1,) else ""
                 raise DataError(source, f"samples have shape {arr.shape[1:]} (array {arr.shape}); "
                                 f"allowed: samples of shape {expected}{alt}, as the model was trained on")
-        return self._apply(_as_inputs(arr, source, "x"), source)
+        return self.apply_scale(as_inputs(arr, source, "x"), source)
 
     def decode(self, class_ids: np.ndarray) -> np.ndarray:
         """Class ids -> original labels."""
@@ -259,49 +258,3 @@ class ArrayPreprocessing:
             raise ValueError("a regression model has no classes to decode")
         labels: np.ndarray = np.asarray(self.classes, dtype=object)[np.asarray(class_ids, dtype=np.int64)]
         return labels
-
-
-def prepare_arrays(x: np.ndarray, y: np.ndarray, *, source: str, task_requested: str, validation_fraction: float,
-                   test_fraction: float, seed: int, scale: str, x_name: str = "x", y_name: str = "y",
-                   spec_file: Any = None) -> PreparedData:
-    """Check, split (stratified, seeded) and scale arrays; statistics come from the training split only."""
-    if scale not in SCALES:
-        raise SpecError(spec_file, "[data].scale", f"{scale!r}{did_you_mean(str(scale), SCALES)}; "
-                        f"allowed: {', '.join(SCALES)}")
-    if task_requested not in TASKS:
-        raise SpecError(spec_file, "[data].task", f"{task_requested!r}{did_you_mean(str(task_requested), TASKS)}; "
-                        f"allowed: {', '.join(TASKS)}")
-    xf = _as_inputs(x, source, x_name)
-    labels = _labels(y, len(xf), source, y_name)
-    task = infer_array_task(labels, task_requested, source, y_name)
-    classes: list[Any] = []
-    if task == "regression":
-        with np.errstate(over="ignore"):
-            y_enc = labels.astype(np.float32)
-        if not np.isfinite(y_enc).all():
-            raise DataError(source, f"array {y_name!r} has infinite or too large labels; allowed: finite numbers")
-        if float(np.ptp(y_enc)) == 0.0:
-            raise DataError(source, f"array {y_name!r} has the same value {float(y_enc[0]):g} in every row: nothing "
-                            "to learn; allowed: targets that vary")
-    else:
-        uniq = np.unique(labels)
-        y_enc = np.searchsorted(uniq, labels).astype(np.float32 if task == "binary" else np.int32)
-        classes = uniq.tolist()
-    train, val, test = split_indices(len(xf), None if task == "regression" else y_enc, validation_fraction,
-                                     test_fraction, seed, source)
-    pre = ArrayPreprocessing(task=task, input_shape=[int(d) for d in xf.shape[1:]], scale=scale, classes=classes)
-    if scale == "standard":
-        part = xf[train]
-        std = part.std(axis=0, dtype=np.float64)
-        std[std == 0] = 1.0
-        pre.mean, pre.std = part.mean(axis=0, dtype=np.float64).ravel().tolist(), std.ravel().tolist()
-    elif scale == "unit":
-        max_abs = float(np.max(np.abs(xf[train])))
-        if max_abs == 0:
-            raise DataError(source, f"array {x_name!r} is all zeros in the training split, so scale = 'unit' "
-                            "has nothing to divide by; allowed: data with a non-zero value (or scale = 'none')")
-        pre.max_abs = max_abs
-    xs = pre._apply(xf, source)
-    return PreparedData.from_split(xs, y_enc, (train, val, test), task=task, n_classes=len(classes), preprocessing=pre,
-                                   source=source, digest_prefix=str(xs.shape).encode(),
-                                   example=np.asarray(x)[train[:5]])

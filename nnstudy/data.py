@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nnstudy.errors import DataError, SpecError
+from nnstudy.arrays import SCALES, TASKS, ArrayPreprocessing, as_inputs, infer_array_task, label_array
 from nnstudy.prepared import PreparedData, split_indices
 from nnstudy.preprocessing import Preprocessing, categories_of, check_missing, encode
 from nnstudy.space import did_you_mean
@@ -138,7 +139,7 @@ def prepare(spec: StudySpec) -> PreparedData:
 
 def _prepare_arrays(spec: StudySpec) -> PreparedData:
     """A ``.npz`` file (arrays ``[data].x`` and ``[data].y``) or a built-in image set."""
-    from nnstudy.arrays import BUILTIN_ARRAYS, load_npz, prepare_arrays
+    from nnstudy.arrays import BUILTIN_ARRAYS, load_npz
 
     section = spec.data
     if section.source in BUILTIN_ARRAYS:
@@ -158,4 +159,50 @@ def _prepare_arrays(spec: StudySpec) -> PreparedData:
     return data
 
 
-__all__ = ["PreparedData", "infer_task", "prepare"]
+def prepare_arrays(x: np.ndarray, y: np.ndarray, *, source: str, task_requested: str, validation_fraction: float,
+                   test_fraction: float, seed: int, scale: str, x_name: str = "x", y_name: str = "y",
+                   spec_file: Any = None) -> PreparedData:
+    """Check, split (stratified, seeded) and scale arrays; statistics come from the training split only."""
+    if scale not in SCALES:
+        raise SpecError(spec_file, "[data].scale", f"{scale!r}{did_you_mean(str(scale), SCALES)}; "
+                        f"allowed: {', '.join(SCALES)}")
+    if task_requested not in TASKS:
+        raise SpecError(spec_file, "[data].task", f"{task_requested!r}{did_you_mean(str(task_requested), TASKS)}; "
+                        f"allowed: {', '.join(TASKS)}")
+    xf = as_inputs(x, source, x_name)
+    labels = label_array(y, len(xf), source, y_name)
+    task = infer_array_task(labels, task_requested, source, y_name)
+    classes: list[Any] = []
+    if task == "regression":
+        with np.errstate(over="ignore"):
+            y_enc = labels.astype(np.float32)
+        if not np.isfinite(y_enc).all():
+            raise DataError(source, f"array {y_name!r} has infinite or too large labels; allowed: finite numbers")
+        if float(np.ptp(y_enc)) == 0.0:
+            raise DataError(source, f"array {y_name!r} has the same value {float(y_enc[0]):g} in every row: nothing "
+                            "to learn; allowed: targets that vary")
+    else:
+        uniq = np.unique(labels)
+        y_enc = np.searchsorted(uniq, labels).astype(np.float32 if task == "binary" else np.int32)
+        classes = uniq.tolist()
+    train, val, test = split_indices(len(xf), None if task == "regression" else y_enc, validation_fraction,
+                                     test_fraction, seed, source)
+    pre = ArrayPreprocessing(task=task, input_shape=[int(d) for d in xf.shape[1:]], scale=scale, classes=classes)
+    if scale == "standard":
+        part = xf[train]
+        std = part.std(axis=0, dtype=np.float64)
+        std[std == 0] = 1.0
+        pre.mean, pre.std = part.mean(axis=0, dtype=np.float64).ravel().tolist(), std.ravel().tolist()
+    elif scale == "unit":
+        max_abs = float(np.max(np.abs(xf[train])))
+        if max_abs == 0:
+            raise DataError(source, f"array {x_name!r} is all zeros in the training split, so scale = 'unit' "
+                            "has nothing to divide by; allowed: data with a non-zero value (or scale = 'none')")
+        pre.max_abs = max_abs
+    xs = pre.apply_scale(xf, source)
+    return PreparedData.from_split(xs, y_enc, (train, val, test), task=task, n_classes=len(classes), preprocessing=pre,
+                                   source=source, digest_prefix=str(xs.shape).encode(),
+                                   example=np.asarray(x)[train[:5]])
+
+
+__all__ = ["PreparedData", "infer_task", "prepare", "prepare_arrays"]

@@ -15,8 +15,8 @@ from nnstudy.arrays import (
     ArrayPreprocessing,
     digits_images,
     load_npz,
-    prepare_arrays,
 )
+from nnstudy.data import prepare_arrays
 from nnstudy.errors import DataError, SpecError
 from nnstudy.prepared import split_indices
 

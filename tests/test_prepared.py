@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnstudy.arrays import prepare_arrays
+from nnstudy.data import prepare_arrays
 from nnstudy.prepared import PreparedData
 from nnstudy.preprocessing import Preprocessing
 
