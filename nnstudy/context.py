@@ -44,7 +44,7 @@ class StudyContext:
     @functools.cached_property
     def dataset(self) -> DatasetRecord:
         """The study's data set as its runs log it."""
-        return DatasetRecord.of(self.data.source, self.data.digest, self.data.example, self.data.rows())
+        return DatasetRecord.of_data(self.data)
 
     def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None) -> None:
         """Run ``n_trials`` trials of the study in this process.

@@ -10,6 +10,7 @@ Nothing is pickled.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import tempfile
@@ -45,6 +46,7 @@ MODEL_NEEDS = ["keras", "mlflow", "numpy", "pandas", "scikit-learn", "pyarrow", 
 TENSORFLOW = ("tensorflow", "tensorflow-cpu")
 
 
+@functools.cache  # per process: the installed versions and the Keras backend do not change
 def requirements() -> list[str]:
     """nnstudy's own requirements (those of this platform), pinned to the versions installed here, with
     the Keras backend in use instead of TensorFlow when it is another: what ``mlflow models serve`` installs
@@ -139,7 +141,7 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
                     model_id=made.model_id, python_model=str(Path(pyfunc_model.__file__)),
                     artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(bundle_dir)},
                     code_paths=[str(_code_copy(Path(tmp, "code")))], signature=signature, input_example=example,
-                    pip_requirements=requirements(),
+                    pip_requirements=list(requirements()),
                     metadata={k: info[k] for k in ("study", "trial", "metric", "value") if k in info})
         except BaseException:  # no half-logged model is left READY-less in the UI: it is marked FAILED
             from mlflow.entities import LoggedModelStatus

@@ -52,7 +52,7 @@ def open_parent(spec: StudySpec, store: Store, study: optuna.Study, *, created: 
         study.set_user_attr(STUDY_PARENT_RUN, parent_id)
         study.set_user_attr(STUDY_EXPERIMENT, experiment_id)
         _log_study_files(tracker, parent_id, spec, data)
-        tracker.log_dataset(parent_id, DatasetRecord.of(data.source, data.digest, data.example, data.rows()))
+        tracker.log_dataset(parent_id, DatasetRecord.of_data(data))
     return parent_id
 
 

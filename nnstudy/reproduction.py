@@ -79,7 +79,7 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     data = prepare(spec)
     runs = RunTarget(records.tracker, str(original.info.experiment_id), records.parent_run_id, spec.name,
                      role=ROLE_REPRODUCTION, tags=((TAG_REPRODUCTION_OF, original_id),),
-                     dataset=DatasetRecord.of(data.source, data.digest, data.example, data.rows()))
+                     dataset=DatasetRecord.of_data(data))
     objective = Objective(spec, data, runs, run_tags=environment_tags())
     fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
     fixed.set_user_attr(ATTR_SEED, int(trial.user_attrs[ATTR_SEED]))

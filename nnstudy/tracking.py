@@ -13,7 +13,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -39,6 +39,9 @@ from nnstudy.contract import (
 )
 from nnstudy.errors import StoreError
 from nnstudy.store import absolute_sqlite
+
+if TYPE_CHECKING:
+    from nnstudy.prepared import PreparedData
 
 RunStatus = Literal["FINISHED", "FAILED", "KILLED"]
 
@@ -206,6 +209,11 @@ class DatasetRecord:
     source_type: str  # "local" (a file) or "code" (a built-in set)
     schema: str  # JSON: {"mlflow_colspec": ...} for tables, {"mlflow_tensorspec": ...} for arrays
     profile: str  # JSON: {"num_rows": ..., ...}
+
+    @classmethod
+    def of_data(cls, data: PreparedData) -> DatasetRecord:
+        """The record of prepared data: its source, digest, raw example rows and split sizes."""
+        return cls.of(data.source, data.digest, data.example, data.rows())
 
     @classmethod
     def of(cls, source: str, digest: str, example: Any, rows: dict[str, int]) -> DatasetRecord:
