@@ -60,6 +60,7 @@ from nnstudy.contract import (
 from nnstudy.data import PreparedData
 from nnstudy.diagnosis import Diagnosis, diagnose
 from nnstudy.errors import TrialFailed, UserInputError, is_out_of_memory
+from nnstudy.interrupts import GATE
 from nnstudy.model import ModelFactory, model_summary
 from nnstudy.recorder import RunRecorder, RunTarget
 from nnstudy.spec import BUILDER_SEARCH, StudySpec
@@ -195,7 +196,9 @@ class Objective:
     def _failed(self, trial: TrialLike, rec: RunRecorder, err: BaseException) -> NoReturn:
         """Record why building or training stopped, and raise what the study should see: a model that
         cannot be built or that ran out of memory fails this trial only (the study goes on)."""
-        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+        # a signal that landed inside the framework can surface as another error (TensorFlow's "None values not
+        # supported" when its op was cut short): with an interrupt under way, it is that interrupt
+        interrupted = isinstance(err, (KeyboardInterrupt, SystemExit)) or GATE.signum is not None
         if isinstance(err, UserInputError):  # this configuration cannot be built (a shape that does not fit, ...)
             reason, detail = "model-error", str(err)
         else:
@@ -206,6 +209,8 @@ class Objective:
                      {TAG_FAIL_REASON: reason, TAG_ERROR: detail[:4000]})
         if reason in ("model-error", "out-of-memory"):
             raise TrialFailed(reason, detail[:500]) from err
+        if interrupted and not isinstance(err, (KeyboardInterrupt, SystemExit)):
+            GATE.check()  # raises the interrupt itself (exit 130), not the error it caused
         raise err
 
     def _log_model(self, trial: TrialLike, rec: RunRecorder, model: Any) -> None:
