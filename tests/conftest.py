@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import pytest
 
+from nnstudy.errors import StoreError
 from nnstudy.spec import StudySpec, parse_spec
+from nnstudy.storage import make_storage
 
 if TYPE_CHECKING:
     from nnstudy.tracking import Tracker
@@ -116,6 +118,15 @@ def tiny_spec() -> Callable[..., StudySpec]:
         return parse_spec(raw, path=path)
 
     return make
+
+
+def study_being_run(url: str, name: str) -> optuna.Study | None:
+    """The study ``name`` in a store that a process under test may still be creating, or None while it is not there
+    yet: polling with a plain ``optuna.load_study`` races that process to write the schema's version row."""
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(url, create=False))
+    except (KeyError, StoreError):
+        return None
 
 
 @pytest.fixture

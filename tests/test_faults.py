@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import optuna
 import pytest
+from conftest import study_being_run
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -61,11 +62,8 @@ def _wait_for_running_trial(workdir: Path, proc: subprocess.Popen[str], *, after
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        if (workdir / "mlruns" / "mlflow.db").exists():  # created after the Optuna schema: no init race
-            try:
-                study = optuna.load_study(study_name="faulty", storage=f"sqlite:///{workdir}/mlruns/optuna.db")
-            except KeyError:
-                study = None
+        if (workdir / "mlruns" / "optuna.db").exists():
+            study = study_being_run(f"sqlite:///{workdir}/mlruns/optuna.db", "faulty")
             if study is not None:
                 trials = study.get_trials(deepcopy=False)
                 done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -215,12 +213,10 @@ def _launch(workdir: Path, spec: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def _trials(workdir: Path) -> list[optuna.trial.FrozenTrial]:
-    if not (workdir / "mlruns" / "mlflow.db").exists():
+    if not (workdir / "mlruns" / "optuna.db").exists():
         return []
-    try:
-        return optuna.load_study(study_name="faulty", storage=f"sqlite:///{workdir}/mlruns/optuna.db").get_trials()
-    except KeyError:
-        return []
+    study = study_being_run(f"sqlite:///{workdir}/mlruns/optuna.db", "faulty")
+    return [] if study is None else study.get_trials()
 
 
 def _wait_until(proc: subprocess.Popen[str], workdir: Path, ready: Callable[[list[optuna.trial.FrozenTrial]], bool],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import study_being_run
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -88,10 +89,8 @@ def test_server_down_mid_study_then_sync_writes_everything(tmp_path: Path) -> No
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # wait until the first trial has logged a few epochs
             if (tmp_path / "mlruns" / "optuna.db").exists() and study_proc.poll() is None:
-                try:
-                    trials = optuna.load_study(study_name="outage", storage=storage).get_trials()
-                except KeyError:
-                    trials = []
+                study = study_being_run(storage, "outage")
+                trials = [] if study is None else study.get_trials()
                 if trials and len(trials[0].intermediate_values) >= 3:
                     break
             assert study_proc.poll() is None, study_proc.communicate()[0]
