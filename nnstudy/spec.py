@@ -78,7 +78,7 @@ class StudySection(_Section):
     seed: int = Field(default=42, ge=0, le=2**31 - 2)
     keep_models: Literal["best", "all", "none"] = "best"
     max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
-    trials_per_process: int = Field(default=25, ge=0)  # a fresh worker process after this many (0: never)
+    trials_per_process: int = Field(default=0, ge=0)  # a fresh worker process after this many (0: never)
     pruner_startup_trials: int = Field(default=5, ge=0)  # median/percentile: trials before any is pruned
     pruner_warmup_epochs: int = Field(default=5, ge=0)  # median/percentile: epochs before a trial is pruned
     pruner_percentile: float = Field(default=25.0, gt=0, lt=100)  # percentile: keep trials in the best P%

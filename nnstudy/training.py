@@ -7,8 +7,10 @@ Knows Keras and the prepared data; knows nothing of Optuna or MLflow. The caller
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -221,11 +223,39 @@ class _EpochCallback(keras.callbacks.Callback):  # type: ignore[misc]
             self.model.stop_training = True
 
 
+@contextlib.contextmanager
+def forgetting_traced_gradients() -> Iterator[None]:
+    """Forget the gradient functions that tracing a model's train step registered, once it has trained.
+
+    Each trace of Keras' train step registers a ``CustomGradient-N`` function (``tf.distribute``'s
+    ``all_reduce`` is a ``@tf.custom_gradient``) in TensorFlow's global gradient registry and never removes
+    it; its closure keeps the whole traced graph alive: a process grew ~7 MiB per trial (benchmarks/
+    RESULTS.md, "Memory"). Removing the entries added while training frees them; a no-op on other backends
+    and where TensorFlow's private registry is not where it was."""
+    registry: Any = None
+    if backend() == "tensorflow":
+        try:
+            from tensorflow.python.framework import ops
+
+            registry = ops._gradient_registry._registry
+        except (ImportError, AttributeError):
+            registry = None
+    before = set(registry) if isinstance(registry, dict) else set()
+    try:
+        yield
+    finally:
+        if isinstance(registry, dict):
+            for key in [k for k in registry if k not in before and str(k).startswith("CustomGradient-")]:
+                registry.pop(key, None)
+
+
 def train(data: PreparedData, params: dict[str, Any], settings: TrainSection, *, model: keras.Model, metric: str,
           direction: Literal["minimize", "maximize"], seed: int, pipeline: InputPipeline | None = None,
           on_epoch: EpochHook | None = None) -> TrainResult:
     """Train one compiled model (made by :class:`~nnstudy.model.ModelFactory` after seeding Keras)
-    and return its curves, best epoch and restored weights. ``seed`` orders the mini-batches."""
+    and return its curves, best epoch and restored weights. ``seed`` orders the mini-batches. The model
+    is trained once: afterwards it predicts, evaluates and is saved, but TensorFlow no longer knows the
+    gradients of its traced train step (:func:`forgetting_traced_gradients`)."""
     start = time.perf_counter()
     pipeline = pipeline or InputPipeline(data, settings)
     batch_size = int(params["batch_size"])
@@ -237,7 +267,8 @@ def train(data: PreparedData, params: dict[str, Any], settings: TrainSection, *,
     epoch_cb = _EpochCallback(on_epoch, settings.exploding_factor)
     fit_args = pipeline.fit_args(batch_size, seed)
     callbacks = [*fit_args.pop("callbacks", []), epoch_cb, stopper]
-    history = model.fit(**fit_args, epochs=settings.max_epochs, callbacks=callbacks, verbose=0)
+    with forgetting_traced_gradients():
+        history = model.fit(**fit_args, epochs=settings.max_epochs, callbacks=callbacks, verbose=0)
     curves = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     n_epochs = len(curves.get("loss", []))
     best = _best_epoch(curves.get(metric, []), direction)

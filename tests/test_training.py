@@ -79,6 +79,22 @@ def test_a_finished_training_reports_best_epoch_value_and_test_metrics(tiny_spec
     assert result.duration_s > 0 and result.model.count_params() == (2 + 1) * 8 + 9
 
 
+def test_a_trained_model_leaves_no_traced_gradient_behind_and_still_predicts(
+        tiny_spec: Callable[..., StudySpec]) -> None:
+    """Each trace of Keras' train step registered a CustomGradient-N function in TensorFlow's global gradient
+    registry, whose closure kept the traced graph (and ~4-7 MiB) alive for the rest of the process."""
+    from tensorflow.python.framework import ops
+
+    spec = tiny_spec(train={"max_epochs": 2})
+    data = prepare(spec)
+    before = set(ops._gradient_registry._registry)
+    results = [_train(spec, PARAMS, data) for _ in range(3)]
+    assert set(ops._gradient_registry._registry) == before
+    x = data.x_val[:5]
+    assert all(r.model.predict(x, verbose=0).shape == (5, 1) for r in results)  # a trained model still predicts
+    assert all(set(r.test_metrics) == {"test_loss", "test_accuracy"} for r in results)
+
+
 def test_best_epoch_is_the_earliest_of_equal_bests() -> None:
     assert _best_epoch([0.5, 0.3, 0.3, 0.4], "minimize") == 2
     assert _best_epoch([0.5, 0.9, 0.9], "maximize") == 2
