@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark in order and rewrites benchmarks/RESULTS.md (about 30 minutes on 2 cores).
+# Runs every benchmark in order and rewrites benchmarks/RESULTS.md (about 40 minutes on 2 cores).
 #   bash benchmarks/run_all.sh            # from the repository root; REPEATS=5 for more repeats
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,5 @@ PY=.venv/bin/python
 $PY -m pip install -q -r benchmarks/requirements.txt
 $PY benchmarks/compare.py --repeats "${REPEATS:-3}"   # rewrites RESULTS.md: nnstudy vs peer vs limit
 $PY benchmarks/pruning.py                             # 40 digits trials: none vs median, hyperband, percentile (warm-up 5, 2), asha
-$PY benchmarks/memory.py                              # RSS after trial 10 vs 100, nnstudy's defaults
-$PY benchmarks/memory.py --trials-per-process 0       # ... all 100 trials in one process
+$PY benchmarks/memory.py --n-trials 500              # RSS after trial 10 vs 500, all in one process (the default)
 echo "done: benchmarks/RESULTS.md"
