@@ -76,6 +76,7 @@ def validate(spec: StudySpec) -> dict[str, Any]:
     data = prepare(spec)
     model = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     return {"study": spec.name, "direction": spec.direction, "metric": spec.study.metric,
+            **({"objectives": spec.objectives, "directions": spec.directions} if spec.multi_objective else {}),
             "searched": spec.space.searched, "data": data.summary(), "model": model}
 
 
@@ -97,19 +98,59 @@ def trials_frame(records: StudyRecords, *, diagnosis: bool = True, sort: str = "
     frame = frame_of(records.study, records.client if diagnosis else None)
     if sort not in frame.columns:
         raise UserInputError(f"--sort {sort!r}: no such column; allowed: {', '.join(frame.columns)}")
-    ascending = not (sort == "value" and records.study.direction.name == "MAXIMIZE")
+    ascending = not (sort == "value" and records.study.directions[0].name == "MAXIMIZE")
     frame = frame.sort_values(sort, ascending=ascending, na_position="last", kind="stable")
     return frame.head(top) if top is not None else frame
 
 
 def best(records: StudyRecords) -> dict[str, Any]:
     """The best trial: number, value, params, best and stopped epoch, seed, run id, the URI of its MLflow
-    Model (None when it kept none) and the command that reproduces it."""
+    Model (None when it kept none) and the command that reproduces it.
+
+    A study of several objectives has no single best trial: its Pareto front instead, ``front`` (each
+    trial as above, with ``values``: objective -> value), with ``objectives`` and ``directions``."""
+    from nnstudy.pareto import directions, front, is_multi
+
+    if is_multi(records.study):
+        names = records.objectives()
+        if not front(records.study):
+            from nnstudy.errors import StudyNotFoundError
+
+            raise StudyNotFoundError(f"study {records.name!r} has no complete trial yet")
+        return {"study": records.name, "objectives": names, "directions": directions(records.study),
+                "front": [{**_trial_info(records, TrialRecord.from_trial(t, records.study.user_attrs)),
+                           "values": dict(zip(names, t.values))} for t in front(records.study)],
+                "tracking_uri": records.store.tracking_uri}
     rec = TrialRecord.from_trial(records.trial(), records.study.user_attrs)
     return {"study": records.name, "trial": rec.number, "value": rec.value, "params": rec.params,
             "best_epoch": rec.best_epoch, "stopped_epoch": rec.stopped_epoch, "seed": rec.seed,
             "mlflow_run_id": rec.run_id, "model_uri": rec.model_uri, "tracking_uri": records.store.tracking_uri,
-            "reproduce": records.reproduce_command(rec.number)}
+            **_repeats_info(records, rec), "reproduce": records.reproduce_command(rec.number)}
+
+
+def _repeats_info(records: StudyRecords, rec: TrialRecord) -> dict[str, Any]:
+    """Seed repeats ([study].repeats > 1): the best trial's spread (``spread`` "mean ± sd (n=K)", ``mean``,
+    ``sd``, ``repeat_values``) and ``close_call``: its lead over the runner-up and whether that lead is
+    within one standard deviation (``within_one_sd``)."""
+    if rec.spread is None:
+        return {}
+    import optuna
+
+    from nnstudy.report import close_call, spread_text
+
+    others = [t for t in records.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+              if t.value is not None and t.number != rec.number]
+    maximize = records.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    others.sort(key=lambda t: float(t.value or 0.0), reverse=maximize)
+    runner_up = TrialRecord.from_trial(others[0]) if others else None
+    return {"spread": spread_text(rec), "mean": rec.spread[0], "sd": rec.spread[1],
+            "repeat_values": list(rec.repeat_values), "close_call": close_call(rec, runner_up)}
+
+
+def _trial_info(records: StudyRecords, rec: TrialRecord) -> dict[str, Any]:
+    return {"trial": rec.number, "value": rec.value, "params": rec.params, "best_epoch": rec.best_epoch,
+            "stopped_epoch": rec.stopped_epoch, "seed": rec.seed, "mlflow_run_id": rec.run_id,
+            "model_uri": rec.model_uri, "reproduce": records.reproduce_command(rec.number)}
 
 
 def reproduce(records: StudyRecords, *, trial: int | None = None, run_id: str | None = None) -> Reproduction:

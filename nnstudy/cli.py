@@ -59,7 +59,7 @@ def _study_overrides(**values: Any) -> dict[str, dict[str, Any]]:
 @click.option("--tracking-uri", help="MLflow tracking URI. Defaults to $MLFLOW_TRACKING_URI, else "
               "sqlite:///mlruns/mlflow.db.")
 @click.option("--seed", type=int, help="Study seed. Defaults to [study].seed.")
-@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), help="Defaults to [study].sampler.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid", "nsga2"]), help="Defaults to [study].sampler.")
 @click.option("--pruner", type=click.Choice(["median", "percentile", "asha", "hyperband", "none"]),
               help="Defaults to [study].pruner.")
 @click.option("--enqueue", "enqueue_file", type=click.Path(path_type=Path),
@@ -119,8 +119,13 @@ def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: st
     console.print(leaderboard(outcome.study))
     if outcome.best_trial is not None:
         best_trial = TrialRecord.from_trial(outcome.best_trial)
-        console.print(f"best: trial {best_trial.number}, {study_spec.study.metric} = {best_trial.value:.4f} "
+        spread = f" (repeats: {best_trial.spread[0]:.4f} ± {best_trial.spread[1]:.4f}, n={len(best_trial.repeat_values)})" \
+            if best_trial.spread else ""
+        console.print(f"best: trial {best_trial.number}, {study_spec.study.metric} = {best_trial.value:.4f}{spread} "
                       f"at epoch {best_trial.best_epoch}")
+    elif study_spec.multi_objective and outcome.front:
+        console.print(f"Pareto front of {', '.join(study_spec.objectives)}: trials "
+                      f"{', '.join(str(t.number) for t in outcome.front)} (`nnstudy best` lists them)")
     if outcome.registered:
         console.print(f"registered trial {outcome.registered['trial']} as {outcome.registered['name']!r} version "
                       f"{outcome.registered['version']}: {outcome.registered['model_uri']}")
@@ -156,8 +161,11 @@ def validate(spec: Path) -> None:
     from nnstudy.spec import load_spec
 
     _choose_backend(spec, None)
-    summary = api.validate(load_spec(spec))
+    loaded = load_spec(spec)
+    summary = api.validate(loaded)
     click.echo(f"{spec}: ok")
+    if loaded.train.checkpoint_warning:
+        click.echo(f"warning: {loaded.train.checkpoint_warning}", err=True)
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -189,8 +197,23 @@ def best(study_name: str | None, storage: str | None, tracking_uri: str | None, 
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
         return
+    if "front" in info:  # several objectives: the Pareto front, one line per trial
+        click.echo(f"study {info['study']!r}: Pareto front of {len(info['front'])} trial(s), "
+                   + ", ".join(f"{n} ({d})" for n, d in zip(info["objectives"], info["directions"])))
+        for t in info["front"]:
+            values = ", ".join(f"{n}={v:.6g}" for n, v in t["values"].items())
+            params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+            click.echo(f"trial {t['trial']}: {values} | best epoch {t['best_epoch']} | run {t['mlflow_run_id']} | "
+                       f"model {t['model_uri'] or '-'} | {params}")
+        click.echo(f"reproduce one: {info['front'][0]['reproduce']}  (register one: nnstudy register --trial N "
+                   "--name NAME)")
+        return
     command = info.pop("reproduce")
-    click.echo(json.dumps(info, indent=2))
+    click.echo(json.dumps(info, indent=2, ensure_ascii=False))  # a spread reads "0.41 ± 0.01"
+    if info.get("close_call") and info["close_call"]["within_one_sd"]:  # seed repeats: the lead may be noise
+        from nnstudy.report import close_call_text
+
+        click.echo(close_call_text(info["trial"], info["close_call"]))
     click.echo(f"reproduce: {command}")
 
 
@@ -285,6 +308,8 @@ def reproduce(study_name: str | None, storage: str | None, tracking_uri: str | N
     click.echo(f"{'epoch':>5}  {'original':>12}  {'reproduced':>12}  {'abs diff':>10}")
     for epoch, a, b, d in rep.rows():
         click.echo(f"{epoch:>5}  {_num(a, '.6f'):>12}  {_num(b, '.6f'):>12}  {_num(d, '.3g'):>10}")
+    for k, diff in sorted(rep.repeat_diffs.items()):  # seed repeats: every repeat's curve is compared
+        click.echo(f"repeat {k}: max abs difference of {rep.metric}/repeat_{k}: {diff}")
     click.echo(f"max abs difference of {rep.metric}: {rep.max_abs_diff}")
     if not rep.within(tolerance):
         raise click.ClickException(f"not reproduced: max abs difference {rep.max_abs_diff} > tolerance {tolerance}")

@@ -14,7 +14,7 @@ from nnstudy.contract import STUDY_PARENT_PENDING
 from nnstudy.data import PreparedData, prepare
 from nnstudy.errors import TrialFailed
 from nnstudy.interrupts import GATE
-from nnstudy.parent import open_parent, update_parent_run
+from nnstudy.parent import open_parent, update_parent
 from nnstudy.progress import StudyProgress
 from nnstudy.recorder import RunTarget
 from nnstudy.spec import StudySpec
@@ -65,7 +65,8 @@ class StudyContext:
                 show(trial_number, epoch, logs)
 
         objective = Objective(self.spec, self.data, self.runs, run_tags=self.env, progress=on_epoch,
-                              on_result=model_keeper(self.spec, self.study, self.tracker, self.data, self.parent_id))
+                              on_result=model_keeper(self.spec, self.study, self.tracker, self.data, self.parent_id),
+                              checkpoints=self.store.checkpoint_folder(self.spec.name))
         callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else []) + [_between_trials]
         # the frameworks' millions of long-lived objects leave the collector's view while trials run:
         # the gc.collect() after each trial then costs milliseconds instead of ~0.3 s
@@ -79,13 +80,10 @@ class StudyContext:
         GATE.check()  # an interrupt that came during the last trial's bookkeeping
 
     def update_parent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """After each trial: the best value so far and the link to the best child run."""
+        """After each trial: the best value so far and the link to the best child run (several objectives:
+        the Pareto front)."""
         try:
-            best = study.best_trial
-        except ValueError:
-            return
-        try:
-            update_parent_run(self.tracker, self.parent_id, best, study.user_attrs)
+            update_parent(self.tracker, self.parent_id, study)
         except Exception:  # MLflow unreachable (any transport error): `sync` writes the parent's summary later
             study.set_user_attr(STUDY_PARENT_PENDING, True)
 

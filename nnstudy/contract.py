@@ -12,6 +12,7 @@ Knows neither Keras nor MLflow's client; imports Optuna only for its types.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +28,7 @@ ATTR_SEED = "seed"
 ATTR_PID = "pid"
 ATTR_HOST = "host"
 ATTR_RETRY_OF = "retry_of"  # number of the trial whose dead worker this one re-runs
+ATTR_RESUMED_FROM = "resumed_from_epoch"  # such a re-run went on from the checkpoint of this epoch
 ATTR_BEST_EPOCH = "best_epoch"
 ATTR_STOPPED_EPOCH = "stopped_epoch"
 ATTR_EARLY_STOPPED = "early_stopped"
@@ -39,6 +41,8 @@ ATTR_PRUNED_AT = "pruned_at"
 ATTR_MODEL_LOGGED = "model_logged"
 ATTR_MODEL_URI = "model_uri"  # the trial's MLflow Model (models:/<id>); older studies kept a bundle under model/
 ATTR_N_PARAMS = "n_params"
+ATTR_LATENCY_MS = "latency_ms"  # prediction time per row of the trial's restored model, on the validation rows
+ATTR_REPEAT_VALUES = "repeat_values"  # [study].repeats > 1: each repeat's value at its best epoch (None: not finite)
 
 # --------------------------------------------------------------------------- Optuna study user attributes
 STUDY_PARENT_RUN = "mlflow_parent_run_id"
@@ -59,6 +63,8 @@ TAG_ROLE = "nnstudy.role"  # ROLE_STUDY (the parent run), ROLE_TRIAL or ROLE_REP
 TAG_TRIAL = "nnstudy.trial_number"
 TAG_BEST_RUN = "nnstudy.best_run_id"
 TAG_BEST_TRIAL = "nnstudy.best_trial"
+TAG_PARETO_TRIALS = "nnstudy.pareto_trials"  # several objectives: the trial numbers of the Pareto front, "3,7,12"
+TAG_OBJECTIVES = "nnstudy.objectives"  # several objectives: their names, "val_loss,n_params"
 BEST_PARAM_PREFIX = "best."  # best.<param> tags on the parent run
 TAG_FAIL_REASON = "nnstudy.fail_reason"
 TAG_ERROR = "nnstudy.error"
@@ -69,6 +75,7 @@ TAG_DATA_DIGEST = "nnstudy.data_digest"
 TAG_RETRY_OF_TRIAL = "nnstudy.retry_of_trial"
 TAG_RETRY_OF_RUN = "nnstudy.retry_of_run"
 TAG_RETRIED_BY = "nnstudy.retried_by"
+TAG_RESUMED_FROM = "nnstudy.resumed_from_epoch"  # a re-run's run: the epoch of the checkpoint it went on from
 TAG_EARLY_STOPPED = "nnstudy.early_stopped"
 TAG_DIAGNOSIS = "nnstudy.diagnosis"
 TAG_DIAGNOSIS_DETAIL = "nnstudy.diagnosis_detail"
@@ -123,6 +130,13 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return (study_seed * 1_000_003 + trial_number * 7919 + 1) % (2**31 - 1)
 
 
+def _finite(values: Any) -> tuple[float, ...]:
+    """The finite numbers of a stored list (an attribute written by another version may be anything)."""
+    if not isinstance(values, (list, tuple)):
+        return ()
+    return tuple(float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v))
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(float(value)) if value is not None and value != "" else None
@@ -153,7 +167,16 @@ class TrialRecord:
     retry_of: int | None = None
     model_logged: bool = False
     model_uri: str | None = None  # None with model_logged: a bundle under the run's model/ artifacts
+    repeat_values: tuple[float, ...] = ()  # [study].repeats > 1: the finite best-epoch values of the repeats
     extra: dict[str, Any] = field(default_factory=dict)  # every other user attribute / tag, as stored
+    values: tuple[float, ...] | None = None  # every objective's value (``value`` is the first: the metric's)
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Mean and sample standard deviation of the repeats' values (None without seed repeats)."""
+        if len(self.repeat_values) < 2:
+            return None
+        return statistics.fmean(self.repeat_values), statistics.stdev(self.repeat_values)
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial, study_attrs: dict[str, Any] | None = None) -> TrialRecord:
@@ -164,9 +187,11 @@ class TrialRecord:
             duration = round(trial.duration.total_seconds(), 3)
         known = {ATTR_RUN_ID, ATTR_PENDING, ATTR_FAIL_REASON, ATTR_SEED, ATTR_BEST_EPOCH, ATTR_STOPPED_EPOCH,
                  ATTR_EARLY_STOPPED, ATTR_DURATION, ATTR_DIAGNOSIS, ATTR_DIAGNOSIS_EPOCH, ATTR_DIAGNOSIS_DETAIL,
-                 ATTR_DIVERGED_AT, ATTR_PRUNED_AT, ATTR_RETRY_OF, ATTR_MODEL_LOGGED, ATTR_MODEL_URI}
+                 ATTR_DIVERGED_AT, ATTR_PRUNED_AT, ATTR_RETRY_OF, ATTR_MODEL_LOGGED, ATTR_MODEL_URI,
+                 ATTR_REPEAT_VALUES}
         return cls(
-            number=trial.number, state=trial.state.name, value=trial.value, params=dict(trial.params),
+            number=trial.number, state=trial.state.name, value=trial.values[0] if trial.values else None,
+            values=tuple(trial.values) if trial.values else None, params=dict(trial.params),
             seed=_int(a.get(ATTR_SEED)), best_epoch=_int(a.get(ATTR_BEST_EPOCH)),
             stopped_epoch=_int(a.get(ATTR_STOPPED_EPOCH)),
             early_stopped=a.get(ATTR_EARLY_STOPPED), duration_s=float(duration) if duration is not None else None,
@@ -175,6 +200,7 @@ class TrialRecord:
             diagnosis_detail=str(a.get(ATTR_DIAGNOSIS_DETAIL, "")), diverged_at=_int(a.get(ATTR_DIVERGED_AT)),
             pruned_at=_int(a.get(ATTR_PRUNED_AT)), retry_of=_int(a.get(ATTR_RETRY_OF)),
             model_logged=bool(a.get(ATTR_MODEL_LOGGED, False)), model_uri=a.get(ATTR_MODEL_URI),
+            repeat_values=_finite(a.get(ATTR_REPEAT_VALUES)),
             extra={k: v for k, v in a.items() if k not in known},
         )
 
@@ -207,5 +233,7 @@ class TrialRecord:
             diagnosis=tags.get(TAG_DIAGNOSIS), diagnosis_detail=tags.get(TAG_DIAGNOSIS_DETAIL, ""),
             diverged_at=_int(metrics.get("diverged_at")), pruned_at=_int(metrics.get("pruned_at_epoch")),
             retry_of=_int(tags.get(TAG_RETRY_OF_TRIAL)),
+            repeat_values=tuple(metrics[f"best_{metric}/repeat_{k}"] for k in range(len(metrics))
+                                if f"best_{metric}/repeat_{k}" in metrics) if metric else (),
             extra={k: v for k, v in tags.items() if k.startswith("nnstudy.")},
         )

@@ -180,7 +180,18 @@ def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: P
         if spec.study.keep_models == "none":
             return
         value = result.value(spec.study.metric)
-        if spec.study.keep_models == "best":
+        if spec.study.keep_models == "best" and spec.multi_objective:
+            # several objectives: every trial that is on the Pareto front when it ends keeps its model, so
+            # each trial of the final front has one (a trial later dominated keeps it too)
+            from optuna.trial import TrialState
+
+            from nnstudy.pareto import on_front, values_of
+
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            others = [v for v in (values_of(t) for t in done) if v is not None]
+            if not on_front((value, *result.objective_values(spec.objectives)[1:]), others, spec.directions):
+                return
+        elif spec.study.keep_models == "best":
             try:
                 best: float | None = study.best_value
             except ValueError:

@@ -33,10 +33,13 @@ from nnstudy.contract import (
     ATTR_EARLY_STOPPED,
     ATTR_FAIL_REASON,
     ATTR_HOST,
+    ATTR_LATENCY_MS,
     ATTR_N_PARAMS,
     ATTR_PENDING,
     ATTR_PID,
     ATTR_PRUNED_AT,
+    ATTR_REPEAT_VALUES,
+    ATTR_RESUMED_FROM,
     ATTR_RETRY_OF,
     ATTR_RUN_ID,
     ATTR_SEED,
@@ -54,6 +57,7 @@ from nnstudy.contract import (
     TAG_PRUNED,
     TAG_RETRIED_BY,
     TAG_RETRY_OF_RUN,
+    TAG_RESUMED_FROM,
     TAG_RETRY_OF_TRIAL,
     trial_seed,
 )
@@ -66,7 +70,17 @@ from nnstudy.recorder import RunRecorder, RunTarget
 from nnstudy.spec import BUILDER_SEARCH, StudySpec
 from nnstudy.tracking import RunStatus
 from nnstudy.runtime import training_threads
-from nnstudy.training import InputPipeline, TrainResult, device_name, train
+from nnstudy.training import (
+    Checkpoint,
+    InputPipeline,
+    Saved,
+    TrainResult,
+    UnusableCheckpoint,
+    checkpoint_identity,
+    device_name,
+    prediction_latency_ms,
+    train,
+)
 
 TrialLike = Union[optuna.Trial, optuna.trial.FixedTrial]
 #: called as progress(trial_number, epoch, logs) after every epoch
@@ -90,6 +104,15 @@ def _ran_out_of_memory_before(trial: optuna.Trial, params: dict[str, Any]) -> in
     return None
 
 
+def report_epoch(trial: TrialLike, value: float, step: int) -> bool:
+    """Tell the pruner a trial's value at ``step`` and return whether to stop it. A study of several
+    objectives has no pruner (Optuna refuses ``report`` there): nothing is reported, nothing stops."""
+    if isinstance(trial, optuna.Trial) and len(trial.study.directions) > 1:
+        return False
+    trial.report(value, step)
+    return trial.should_prune()
+
+
 @dataclass
 class Objective:
     """The callable passed to ``study.optimize`` (and called with a ``FixedTrial`` to reproduce)."""
@@ -101,6 +124,7 @@ class Objective:
     progress: EpochProgress | None = None
     on_result: ResultHook | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
+    checkpoints: Path | None = None  # the study's checkpoint folder ([train].checkpoint_every; see Store)
     last_recorder: RunRecorder | None = field(default=None, init=False)
     last_result: TrainResult | None = field(default=None, init=False)
 
@@ -119,7 +143,9 @@ class Objective:
                 "restore_best_weights": t.restore_best_weights, "min_delta": t.min_delta,
                 "data_source": self.spec.data.source, "task": self.data.task,
                 "validation_fraction": self.spec.data.validation_fraction,
-                "test_fraction": self.spec.data.test_fraction, "split_seed": self.spec.study.seed}
+                "test_fraction": self.spec.data.test_fraction, "split_seed": self.spec.study.seed,
+                **({"repeats": self.spec.study.repeats, "aggregate": self.spec.study.aggregate}
+                   if self.spec.study.repeats > 1 else {})}
 
     def seed_of(self, trial: TrialLike) -> int:
         """A re-run of a dead worker's trial (and a reproduction) repeats the original's seed."""
@@ -128,7 +154,14 @@ class Objective:
             return int(recorded)
         return trial_seed(self.spec.study.seed, int(trial.user_attrs.get(ATTR_RETRY_OF, trial.number)))
 
-    def __call__(self, trial: TrialLike) -> float:
+    def __call__(self, trial: TrialLike) -> float | tuple[float, ...]:
+        try:
+            return self._trial(trial)
+        finally:  # however the trial ended (an error before its run was finished too), its system metrics stop
+            if self.last_recorder is not None:
+                self.last_recorder.close()
+
+    def _trial(self, trial: TrialLike) -> float | tuple[float, ...]:
         spec, metric = self.spec, self.spec.study.metric
         params = spec.space.suggest(trial)
         retry_tags = self._retry_links(trial) if isinstance(trial, optuna.Trial) else {}
@@ -158,6 +191,9 @@ class Objective:
                 params = {**{k: params[k] for k in BUILDER_SEARCH}, **trial.params}
             self._failed(trial, self._start(trial, params, seed, retry_tags), err)
         built_s = time.perf_counter() - start
+        checkpoint, resume = self._checkpoint(trial, params, seed, model)
+        if resume is not None:
+            retry_tags = {**retry_tags, TAG_RESUMED_FROM: str(resume.epoch)}
         rec = self._start(trial, params, seed, retry_tags)
         self._log_model(trial, rec, model)
 
@@ -168,30 +204,127 @@ class Objective:
             value = logs.get(metric)
             if value is None or not math.isfinite(value):
                 return False
-            trial.report(value, epoch)
-            return trial.should_prune()
+            return report_epoch(trial, value, epoch)
 
         try:
-            result = train(self.data, params, spec.train, model=model, metric=metric, direction=spec.direction,
-                           seed=seed, pipeline=self.pipeline, on_epoch=on_epoch)
+            if spec.study.repeats > 1:  # seed repeats (nnstudy.repeats); one repeat is the plain path below
+                result = self._train_repeats(trial, rec, params, seed, model)
+            else:
+                result = train(self.data, params, spec.train, model=model, metric=metric, direction=spec.direction,
+                               seed=seed, pipeline=self.pipeline, on_epoch=on_epoch, checkpoint=checkpoint,
+                               resume=resume)
         except BaseException as err:
             self._failed(trial, rec, err)
+        finally:
+            if checkpoint is not None:  # the trial ended here (a killed worker never gets here): nothing to resume
+                checkpoint.remove()
         result.duration_s += built_s
         self.last_result = result
         return self._record(trial, rec, params, result)
+
+    def _train_repeats(self, trial: TrialLike, rec: RunRecorder, params: dict[str, Any], seed: int,
+                       model: Any) -> TrainResult:
+        """``[study].repeats`` trainings of one configuration, one after another, each with its own seed
+        and early stopping; the pruner sees the running aggregate (see :mod:`nnstudy.repeats`). A repeat
+        that diverges or is pruned ends the trial. Logs each repeat's curves as ``<metric>/repeat_<k>``,
+        the mean curves under the plain names, and the repeats' values, mean and standard deviation."""
+        from nnstudy.repeats import aggregate, best_repeat, combine, repeat_seed, spread, step_of
+
+        spec, metric, how = self.spec, self.spec.study.metric, self.spec.study.aggregate
+        assert self.pipeline is not None
+        seeds = [repeat_seed(seed, k) for k in range(spec.study.repeats)]
+        rec.log_params({"repeat_seeds": ",".join(map(str, seeds))})
+        results: list[TrainResult] = []
+        for k, repeat_seed_k in enumerate(seeds):
+            done = [r.value(metric) for r in results]
+            if k > 0:
+                model = self.models.build(params, trial, seed=repeat_seed_k, steps_per_execution=self.pipeline
+                                          .steps_per_execution(int(params["batch_size"])))
+
+            def on_epoch(epoch: int, logs: dict[str, float], k: int = k, done: list[float] = done) -> bool:
+                rec.log_epoch(epoch, {f"{key}/repeat_{k}": v for key, v in logs.items()})
+                if self.progress is not None:
+                    self.progress(trial.number, epoch, logs)
+                value = logs.get(metric)
+                if value is None or not math.isfinite(value):
+                    return False
+                return report_epoch(trial, aggregate([*done, value], how, spec.direction),
+                                    step_of(k, epoch, spec.train.max_epochs))
+
+            result = train(self.data, params, spec.train, model=model, metric=metric, direction=spec.direction,
+                           seed=repeat_seed_k, pipeline=self.pipeline, on_epoch=on_epoch)
+            results.append(result)
+            best = best_repeat([r.value(metric) for r in results], spec.direction)
+            for other in results:  # only the best repeat's model is kept in memory
+                other.model = results[best].model
+            if result.diverged_at is not None or result.stopped_by_hook is not None:
+                rec.summary_metrics["stopped_in_repeat"] = float(k)
+                break
+        combined = combine(results, metric=metric, how=how, direction=spec.direction)
+        for i in range(max((len(c) for c in combined.history.values()), default=0)):  # the mean curves
+            rec.log_epoch(i + 1, {key: c[i] for key, c in combined.history.items() if i < len(c) and math.isfinite(c[i])})
+        values = combined.values(metric)
+        finite = [v for v in values if math.isfinite(v)]
+        trial.set_user_attr(ATTR_REPEAT_VALUES, [v if math.isfinite(v) else None for v in values])
+        summary = rec.summary_metrics
+        summary["kept_repeat"] = float(combined.kept)
+        if finite:
+            mean, sd = spread(finite)
+            summary[f"best_{metric}/mean"], summary[f"best_{metric}/sd"] = mean, sd
+        for k, r in enumerate(results):
+            summary[f"best_epoch/repeat_{k}"] = float(r.best_epoch)
+            summary.update({f"{name}/repeat_{k}": v for name, v in r.test_metrics.items()})
+            if math.isfinite(values[k]):
+                summary[f"best_{metric}/repeat_{k}"] = values[k]
+        return combined
+
+    def _checkpoint(self, trial: TrialLike, params: dict[str, Any], seed: int,
+                    model: Any) -> tuple[Checkpoint | None, Saved | None]:
+        """The checkpoint a study's trial saves every ``[train].checkpoint_every`` epochs, named after the trial
+        it re-runs (if any), and the state a re-run of a dead worker's trial goes on from (None: epoch 1; a
+        checkpoint of anything else is ignored with a warning). Reproductions and seed repeats keep none."""
+        every = self.spec.train.checkpoint_every
+        if every is None or self.checkpoints is None or not isinstance(trial, optuna.Trial) \
+                or self.spec.study.repeats > 1:
+            return None, None
+        original = trial.user_attrs.get(ATTR_RETRY_OF)
+        identity = checkpoint_identity(study=self.spec.name, params=params, seed=seed, data=self.data.digest,
+                                       fixed=self.fixed_params(), model=self.spec.model.model_dump(),
+                                       train=self.spec.train.model_dump(exclude={"checkpoint_every"}))
+        number = trial.number if original is None else int(original)
+        checkpoint = Checkpoint(self.checkpoints / f"trial-{number:05d}.npz", every, identity)
+        if original is None:
+            return checkpoint, None
+        try:
+            resume = checkpoint.load(model)
+        except UnusableCheckpoint as err:
+            print(f"warning: ignoring the checkpoint {checkpoint.path} ({err}); trial {trial.number} (a re-run of "
+                  f"trial {original}) starts from epoch 1", file=sys.stderr)
+            return checkpoint, None
+        if resume is not None:
+            trial.set_user_attr(ATTR_RESUMED_FROM, resume.epoch)
+            print(f"trial {trial.number} (a re-run of trial {original}) resumes from its checkpoint at epoch "
+                  f"{resume.epoch} of {self.spec.train.max_epochs}", file=sys.stderr)
+        return checkpoint, resume
 
     def _start(self, trial: TrialLike, params: dict[str, Any], seed: int, retry_tags: dict[str, str]) -> RunRecorder:
         """Open the trial's run with every parameter (searched, fixed and the seed)."""
         rec = self.runs.start(trial.number, params={**params, **self.fixed_params(), "seed": seed},
                               tags={**self.run_tags, TAG_DEVICE: self.device, TAG_THREADS: str(training_threads()),
                                     TAG_DATA_DIGEST: self.data.digest,
-                                    **retry_tags})
+                                    **retry_tags},
+                              system_metrics_s=self._system_metrics_s())
         self.last_recorder = rec
         if rec.run_id is not None:
             trial.set_user_attr(ATTR_RUN_ID, rec.run_id)
             if TAG_RETRY_OF_RUN in retry_tags:
                 self.runs.tracker.client.set_tag(retry_tags[TAG_RETRY_OF_RUN], TAG_RETRIED_BY, rec.run_id)
         return rec
+
+    def _system_metrics_s(self) -> float | None:
+        """Seconds between system-metrics samples of a trial's run, None when ``[train].system_metrics`` is off."""
+        train = self.spec.train
+        return train.system_metrics_interval if train.system_metrics else None
 
     def _failed(self, trial: TrialLike, rec: RunRecorder, err: BaseException) -> NoReturn:
         """Record why building or training stopped, and raise what the study should see: a model that
@@ -257,7 +390,22 @@ class Objective:
         return diagnose(result.history.get("loss", []), result.history.get("val_loss", []),
                         best_epoch=result.best_epoch or None)
 
-    def _record(self, trial: TrialLike, rec: RunRecorder, params: dict[str, Any], result: TrainResult) -> float:
+    def _measure_latency(self, trial: TrialLike, rec: RunRecorder, result: TrainResult) -> None:
+        """The restored model's prediction time per row on the validation rows (``latency_ms``: a summary
+        metric and a trial attribute), measured for every trial that completes."""
+        result.latency_ms = prediction_latency_ms(result.model, self.data.x_val, self.spec.train.eval_batch_size)
+        trial.set_user_attr(ATTR_LATENCY_MS, round(result.latency_ms, 6))
+        rec.summary_metrics["latency_ms"] = result.latency_ms
+
+    def _values(self, value: float, result: TrainResult) -> float | tuple[float, ...]:
+        """What the study is told: the metric's value, or with several objectives the metric's value and
+        the trial measures, in the order of ``[study].objectives``."""
+        if not self.spec.multi_objective:
+            return value
+        return (value, *result.objective_values(self.spec.objectives)[1:])
+
+    def _record(self, trial: TrialLike, rec: RunRecorder, params: dict[str, Any],
+                result: TrainResult) -> float | tuple[float, ...]:
         metric = self.spec.study.metric
         value = result.value(metric)
         summary = {"best_epoch": result.best_epoch, "stopped_epoch": result.stopped_epoch,
@@ -290,6 +438,7 @@ class Objective:
             trial.set_user_attr(ATTR_FAIL_REASON, "no-metric")
             self._finish(trial, rec, "FAILED", summary, {**tags, TAG_FAIL_REASON: "no-metric"})
             raise TrialFailed("no-metric", f"{metric} was never finite")
+        self._measure_latency(trial, rec, result)
         if self.on_result is not None and rec.run_id is not None and not rec.offline:
             try:
                 self.on_result(trial, rec.run_id, result)
@@ -299,4 +448,4 @@ class Objective:
                 print(f"warning: the model of trial {trial.number} could not be logged ({reason}); "
                       "its result still counts", file=sys.stderr)
         self._finish(trial, rec, "FINISHED", summary, tags)
-        return value
+        return self._values(value, result)

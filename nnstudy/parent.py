@@ -22,11 +22,15 @@ from nnstudy.contract import (
     TAG_BEST_RUN,
     TAG_BEST_TRIAL,
     TAG_NOTE,
+    TAG_OBJECTIVES,
     TAG_OPTUNA_STORAGE,
+    TAG_PARETO_TRIALS,
     TAG_SPEC_FILE,
+    TrialRecord,
     run_id_of,
 )
 from nnstudy.data import PreparedData
+from nnstudy.pareto import directions, front, front_rows, front_text, is_multi, objective_names, values_of
 from nnstudy.spec import StudySpec
 from nnstudy.store import Store
 from nnstudy.tracking import DatasetRecord, Tracker
@@ -45,7 +49,9 @@ def open_parent(spec: StudySpec, store: Store, study: optuna.Study, *, created: 
     parent_id = tracker.parent_run(
         experiment_id, spec.name, known,
         params={"sampler": spec.study.sampler, "pruner": spec.study.pruner, "metric": spec.study.metric,
-                "direction": spec.direction, "seed": spec.study.seed, "data_source": spec.data.source},
+                "direction": spec.direction, "seed": spec.study.seed, "data_source": spec.data.source,
+                **({"objectives": ",".join(spec.objectives), "directions": ",".join(spec.directions)}
+                   if spec.multi_objective else {})},
         tags={**env, TAG_OPTUNA_STORAGE: store.storage, TAG_SPEC_FILE: str(spec.path or "")},
     )
     if known != parent_id:
@@ -82,6 +88,35 @@ def update_parent_run(tracker: Tracker, parent_id: str, best: optuna.trial.Froze
         **{f"{BEST_PARAM_PREFIX}{k}": str(v) for k, v in best.params.items()}})
 
 
+def update_parent(tracker: Tracker, parent_id: str, study: optuna.Study) -> None:
+    """After a trial: the best trial (one objective) or the Pareto front (several) on the parent run;
+    nothing before a trial completes."""
+    if not is_multi(study):
+        try:
+            best = study.best_trial
+        except ValueError:
+            return
+        update_parent_run(tracker, parent_id, best, study.user_attrs)
+        return
+    trials = front(study)
+    if trials:
+        update_parent_front(tracker, parent_id, study, trials)
+
+
+def update_parent_front(tracker: Tracker, parent_id: str, study: optuna.Study,
+                        trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Several objectives: the front's trial numbers (tag ``nnstudy.pareto_trials``), its size (a point per
+    call) and its table (``pareto/front.csv``: trial, each objective, best epoch, run id, parameters)."""
+    names = objective_names(study, "value")
+    tracker.log_summary(parent_id, {"pareto_front_size": float(len(trials))},
+                        {TAG_PARETO_TRIALS: front_text(trials), TAG_OBJECTIVES: ",".join(names)})
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pd.DataFrame(front_rows(study, trials, names)).to_csv(Path(tmp, "front.csv"), index=False)
+        tracker.log_artifacts(parent_id, Path(tmp), "pareto")
+
+
 def log_report(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str) -> None:
     """Write the study report (plots, trials.csv, best_params.json) onto the parent run under ``report/``.
 
@@ -104,6 +139,8 @@ def study_note(study: optuna.Study, metric: str, reproduce: Callable[[int], str]
     counts = Counter(t.state.name.lower() for t in trials)
     lines = [f"**nnstudy study `{study.study_name}`**: {len(trials)} trials "
              f"({', '.join(f'{n} {state}' for state, n in sorted(counts.items()))}).", ""]
+    if is_multi(study):
+        return "\n".join([*lines, *_front_note(study, metric, reproduce)])
     try:
         best = study.best_trial
     except ValueError:
@@ -113,12 +150,37 @@ def study_note(study: optuna.Study, metric: str, reproduce: Callable[[int], str]
     trial = f"[trial {best.number}](#/experiments/{experiment}/runs/{run_id})" if run_id and experiment else \
         f"trial {best.number}"
     epoch = best.user_attrs.get(ATTR_BEST_EPOCH)
-    lines += [f"Best: {trial}, {metric} = {best.value:.6g}" + (f" at epoch {epoch}" if epoch is not None else "")
-              + ".", "", "| parameter | value |", "|---|---|",
+    repeated = TrialRecord.from_trial(best)  # seed repeats: the spread of the best trial's repeats
+    found = repeated.spread
+    spread = f" (repeats: {found[0]:.6g} ± {found[1]:.2g}, n={len(repeated.repeat_values)})" if found else ""
+    at = f" at epoch {epoch}" if epoch is not None else ""
+    lines += [f"Best: {trial}, {metric} = {best.value:.6g}{spread}{at}.", "", "| parameter | value |", "|---|---|",
               *(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in best.params.items())]
     if reproduce is not None:
         lines += ["", f"Reproduce: `{reproduce(best.number)}`"]
     return "\n".join(lines)
+
+
+def _front_note(study: optuna.Study, metric: str, reproduce: Callable[[int], str] | None) -> list[str]:
+    """Several objectives: the Pareto front as a Markdown table, each trial linked to its run."""
+    trials = front(study)
+    if not trials:
+        return ["No trial has completed yet."]
+    names = objective_names(study, metric)
+    experiment = study.user_attrs.get(STUDY_EXPERIMENT)
+    dirs = ", ".join(f"{n} ({d})" for n, d in zip(names, directions(study)))
+    lines = [f"Pareto front: {len(trials)} trial(s) that no other trial beats in every objective: {dirs}.", "",
+             "| trial | " + " | ".join(names) + " | best epoch | parameters |",
+             "|---|" + "---|" * len(names) + "---|---|"]
+    for t in trials:
+        run_id = run_id_of(t, study.user_attrs)
+        link = f"[{t.number}](#/experiments/{experiment}/runs/{run_id})" if run_id and experiment else str(t.number)
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        lines.append(f"| {link} | " + " | ".join(f"{v:.6g}" for v in values_of(t) or ()) +
+                     f" | {t.user_attrs.get(ATTR_BEST_EPOCH, '')} | {params} |")
+    if reproduce is not None:
+        lines += ["", f"Reproduce one: `{reproduce(trials[0].number)}` (any trial number of the front)"]
+    return lines
 
 
 def finish_parent(study: optuna.Study, tracker: Tracker, parent_id: str, metric: str,

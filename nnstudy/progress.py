@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nnstudy.contract import TrialRecord
+from nnstudy.pareto import best_trials, first_value, front, is_multi, objective_names, sort_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,42 +50,47 @@ class StudyProgress:
 
     def show(self, study: optuna.Study, done: int, *, running: int) -> None:
         """Progress of several worker processes, read from the shared storage."""
-        try:
-            self.best = study.best_value
-        except ValueError:
-            self.best = None
+        self.best = _best_value(study)
         self._progress.update(self._task, completed=done,
                               status=f"{self._best_text()} | {running} worker(s) running")
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        try:
-            self.best = study.best_value
-        except ValueError:
-            self.best = None
+        self.best = _best_value(study)
         self._progress.update(self._task, advance=1, status=f"{self._best_text()} | trial {trial.number} "
                               f"{trial.state.name.lower()}")
 
 
+def _best_value(study: optuna.Study) -> float | None:
+    """The best value of the study metric so far (with several objectives: the best on the Pareto front)."""
+    trials = best_trials(study)
+    return first_value(min(trials, key=sort_key(study))) if trials else None
+
+
 def leaderboard(study: optuna.Study, *, top: int = 5) -> Table:
-    """The top finished trials (value, params, best epoch, state, run id) as a rich table."""
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    done.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=reverse)
+    """The top finished trials (value, params, best epoch, state, run id) as a rich table; with several
+    objectives, the trials of the Pareto front with a column per objective."""
+    multi = is_multi(study)
+    done = front(study) if multi else [t for t in study.get_trials(deepcopy=False)
+                                       if t.state == optuna.trial.TrialState.COMPLETE]
+    done.sort(key=sort_key(study))
+    measures = objective_names(study, "value")[1:] if multi else []
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     caption = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-    table = Table(title=f"study {study.study_name!r}: top {min(top, len(done))} of {len(done)} complete trials",
-                  caption=caption)
+    title = (f"study {study.study_name!r}: Pareto front, {min(top, len(done))} of {len(done)} trials" if multi else
+             f"study {study.study_name!r}: top {min(top, len(done))} of {len(done)} complete trials")
+    table = Table(title=title, caption=caption)
     names = sorted({k for t in done[:top] for k in t.params})
-    for col in ("#", "trial", "value", "best ep", "stop ep", *names):
+    for col in ("#", "trial", "value", *measures, "best ep", "stop ep", *names):
         table.add_column(_SHORT.get(col, col), justify="right" if col not in ("optimizer", "activation") else "left")
     table.add_column("mlflow run", no_wrap=True)
     for rank, t in enumerate(done[:top], start=1):
         rec = TrialRecord.from_trial(t, study.user_attrs)
         params = [_fmt(t.params.get(k, "")) for k in names]
-        table.add_row(str(rank), str(t.number), f"{t.value:.4f}", _fmt(rec.best_epoch), _fmt(rec.stopped_epoch),
-                      *params, _fmt(rec.run_id))
+        others = [f"{v:.6g}" for v in (rec.values or ())[1:len(measures) + 1]]
+        table.add_row(str(rank), str(t.number), f"{rec.value:.4f}", *others, _fmt(rec.best_epoch),
+                      _fmt(rec.stopped_epoch), *params, _fmt(rec.run_id))
     return table
 
 

@@ -8,11 +8,15 @@ Knows nothing of Keras or Optuna.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnstudy.contract import ROLE_TRIAL, TAG_SYNCED, Role
 from nnstudy.tracking import DatasetRecord, RunStatus, Tracker, TrialRun, is_missing_run, param_text
+
+if TYPE_CHECKING:
+    from nnstudy.system_metrics import RunSystemMetrics
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,12 @@ class RunTarget:
     tags: tuple[tuple[str, str], ...] = ()  # tags every run of this target carries
     dataset: DatasetRecord | None = None  # the data set every run of this target trains on
 
-    def start(self, trial_number: int, *, params: dict[str, Any], tags: dict[str, str]) -> RunRecorder:
-        """Open the run of one trial (offline when MLflow does not answer)."""
-        return RunRecorder(self, trial_number, params=params, tags={**dict(self.tags), **tags})
+    def start(self, trial_number: int, *, params: dict[str, Any], tags: dict[str, str],
+              system_metrics_s: float | None = None) -> RunRecorder:
+        """Open the run of one trial (offline when MLflow does not answer); with ``system_metrics_s``, the
+        run gets MLflow's system metrics sampled every that many seconds until it ends."""
+        return RunRecorder(self, trial_number, params=params, tags={**dict(self.tags), **tags},
+                           system_metrics_s=system_metrics_s)
 
 
 def refused(err: Exception) -> bool:
@@ -42,7 +49,8 @@ def refused(err: Exception) -> bool:
 class RunRecorder:
     """One trial's MLflow record (see the module docstring)."""
 
-    def __init__(self, target: RunTarget, trial_number: int, *, params: dict[str, Any], tags: dict[str, str]) -> None:
+    def __init__(self, target: RunTarget, trial_number: int, *, params: dict[str, Any], tags: dict[str, str],
+                 system_metrics_s: float | None = None) -> None:
         self.target = target
         self.tracker = target.tracker
         self.params = {k: param_text(v) for k, v in params.items()}
@@ -51,6 +59,7 @@ class RunRecorder:
         self.summary_metrics: dict[str, float] = {}  # logged with the final metrics of ``finish``
         self.error: str | None = None
         self._live: TrialRun | None = None
+        self.system_metrics: RunSystemMetrics | None = None
         try:
             run_id = self.tracker.create_child_run(target.experiment_id, target.parent_run_id, target.study_name,
                                                    trial_number, role=target.role, params=self.params, tags=tags)
@@ -61,6 +70,16 @@ class RunRecorder:
             if refused(err):
                 raise
             self.go_offline(err)
+        if system_metrics_s is not None and self._live is not None and not self.offline:
+            try:
+                from nnstudy.system_metrics import RunSystemMetrics  # needs psutil
+
+                self.system_metrics = RunSystemMetrics(self._live.run_id, self.tracker.client_uri, system_metrics_s)
+                self.system_metrics.start()
+            except Exception as err:  # psutil missing, ...: the trial runs without them
+                self.system_metrics = None
+                print(f"warning: no system metrics for trial {trial_number} ({type(err).__name__}: {err})",
+                      file=sys.stderr)
 
     @property
     def run_id(self) -> str | None:
@@ -78,6 +97,12 @@ class RunRecorder:
         """Keep everything from now on in memory; ``err`` is why MLflow could not be written."""
         if self.error is None:
             self.error = f"{type(err).__name__}: {err}"[:500]
+        self.close()  # system metrics are written live only
+
+    def close(self) -> None:
+        """Stop the run's system metrics without a last sample (``finish`` takes one); safe to repeat."""
+        if self.system_metrics is not None:
+            self.system_metrics.stop(log=False)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
@@ -109,6 +134,8 @@ class RunRecorder:
     def finish(self, status: RunStatus, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any] | None:
         """End the run. Returns ``None`` when MLflow has the whole record, else the pending record."""
         metrics = {**self.summary_metrics, **metrics}
+        if self.system_metrics is not None:  # the last sample, written while the run is still RUNNING
+            self.system_metrics.stop(log=not self.offline)
         if self._live is not None and not self.offline:
             try:
                 self._live.flush()

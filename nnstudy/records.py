@@ -13,6 +13,7 @@ import optuna
 
 from nnstudy.contract import STUDY_PARENT_RUN, TrialRecord, run_id_of
 from nnstudy.errors import StudyNotFoundError
+from nnstudy.pareto import front, is_multi, objective_names
 from nnstudy.spec import StudySpec, parse_spec
 from nnstudy.storage import make_storage, study_names
 from nnstudy.store import Store, resolve_store
@@ -88,10 +89,18 @@ class StudyRecords:
                 if t.number == number:
                     return t
             raise StudyNotFoundError(f"study {self.name!r} has no trial {number}; allowed: 0..{len(trials) - 1}")
+        if is_multi(self.study):
+            numbers = ", ".join(str(t.number) for t in front(self.study)) or "(none complete yet)"
+            raise StudyNotFoundError(f"study {self.name!r} has several objectives and no single best trial; "
+                                     f"allowed: --trial N, a trial of its Pareto front: {numbers}")
         try:
             return self.study.best_trial
         except ValueError:
             raise StudyNotFoundError(f"study {self.name!r} has no complete trial yet") from None
+
+    def objectives(self) -> list[str]:
+        """The names of the study's objectives (the metric alone for a study of one)."""
+        return objective_names(self.study, self.metric())
 
     def reproduce_command(self, trial_number: int) -> str:
         """The shell command that reproduces ``trial_number`` of this study."""

@@ -115,5 +115,6 @@ def _create_version(client: Any, name: str, rec: TrialRecord, records: StudyReco
         name, source=rec.model_uri, run_id=rec.run_id, model_id=model_id,
         tags={VERSION_STUDY: records.name, VERSION_TRIAL: str(rec.number), VERSION_METRIC: records.metric(),
               VERSION_VALUE: repr(rec.value), VERSION_RUN: str(rec.run_id)},
-        description=f"Trial {rec.number} of study {records.name!r}: {records.metric()} = {rec.value}.")
+        description=f"Trial {rec.number} of study {records.name!r}: " + ", ".join(
+            f"{n} = {v}" for n, v in zip(records.objectives(), rec.values or (rec.value,))) + ".")
     return str(made.version)

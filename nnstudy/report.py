@@ -24,7 +24,8 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from nnstudy.diagnosis import Diagnosis, Label, diagnose
-from nnstudy.contract import TrialRecord
+from nnstudy.contract import STUDY_EXPERIMENT, TrialRecord
+from nnstudy.pareto import directions, first_value, front, front_rows, is_multi, objective_names, sort_key
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -34,8 +35,34 @@ DIAGNOSED_STATES = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 #: the columns of ``trials_frame`` around the parameter columns
 LEAD_COLUMNS = ("number", "state", "value")
 TAIL_COLUMNS = ("best_epoch", "stopped_epoch", "duration_s", "diagnosis", "fail_reason", "mlflow_run_id")
+#: columns after ``value`` when trials have seed repeats: "mean ± sd (n=K)" and the standard deviation
+SPREAD_COLUMNS = ("spread", "value_sd")
 
 Curves = tuple[list[float], list[float]]
+
+
+def spread_text(rec: TrialRecord) -> str | None:
+    """``0.4123 ± 0.0134 (n=3)``: the mean and standard deviation of a trial's repeats (None without)."""
+    if rec.spread is None:
+        return None
+    mean, sd = rec.spread
+    return f"{mean:.4g} ± {sd:.2g} (n={len(rec.repeat_values)})"
+
+
+def close_call(best: TrialRecord, runner_up: TrialRecord | None) -> dict[str, Any] | None:
+    """Seed repeats: the best trial's lead over the runner-up and whether it is within one standard
+    deviation of the best trial's repeats (the ranking may then be noise); None without repeats."""
+    if best.spread is None or runner_up is None or best.value is None or runner_up.value is None:
+        return None
+    lead, sd = abs(float(runner_up.value) - float(best.value)), best.spread[1]
+    return {"runner_up": runner_up.number, "runner_up_value": runner_up.value, "runner_up_spread":
+            spread_text(runner_up), "lead": lead, "sd": sd, "within_one_sd": lead <= sd}
+
+
+def close_call_text(number: int, call: dict[str, Any]) -> str:
+    """The warning line for a best trial whose lead is within one standard deviation."""
+    return (f"note: trial {number} leads trial {call['runner_up']} by {call['lead']:.3g}, within one standard "
+            f"deviation of its repeats ({call['sd']:.3g}): the ranking may be noise (more repeats tell)")
 
 
 def read_curves(client: MlflowClient, run_id: str) -> Curves:
@@ -88,18 +115,27 @@ class _CurveReader:
 def _frame(study: optuna.Study, reader: _CurveReader) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
     names = sorted({k for t in trials for k in t.params})
-    fixed = {*LEAD_COLUMNS, *TAIL_COLUMNS}
+    # several objectives: a column per other objective, and whether the trial is on the Pareto front
+    measures = [*objective_names(study, "value")[1:], "pareto"] if is_multi(study) else []
+    # seed repeats: the spread of each trial's repeats
+    spreads = SPREAD_COLUMNS if any(TrialRecord.from_trial(t).spread for t in trials) else ()
+    fixed = {*LEAD_COLUMNS, *TAIL_COLUMNS, *measures, *spreads}
     columns = {k: f"param_{k}" if k in fixed else k for k in names}
+    on_front = {t.number for t in front(study)} if measures else set()
     rows = []
     for t in trials:
         found = reader.diagnosis(t)
         rec = TrialRecord.from_trial(t, reader.study_attrs)
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
+        more = dict(zip(measures, [*(rec.values or [None] * len(measures))[1:], t.number in on_front])) \
+            if measures else {}
+        rows.append({"number": t.number, "state": t.state.name, "value": rec.value, **more,
+                     **({"spread": spread_text(rec), "value_sd": rec.spread[1] if rec.spread else None}
+                        if spreads else {}),
                      **{columns[k]: t.params.get(k) for k in names},
                      "best_epoch": rec.best_epoch, "stopped_epoch": rec.stopped_epoch,
                      "duration_s": rec.duration_s, "diagnosis": found.label if found else None,
                      "fail_reason": rec.fail_reason, "mlflow_run_id": rec.run_id})
-    return pd.DataFrame(rows, columns=[*LEAD_COLUMNS, *columns.values(), *TAIL_COLUMNS])
+    return pd.DataFrame(rows, columns=[*LEAD_COLUMNS, *spreads, *measures, *columns.values(), *TAIL_COLUMNS])
 
 
 def trials_frame(study: optuna.Study, client: MlflowClient | None = None) -> pd.DataFrame:
@@ -114,8 +150,8 @@ def trials_frame(study: optuna.Study, client: MlflowClient | None = None) -> pd.
 
 
 def _sorted_complete(study: optuna.Study) -> list[FrozenTrial]:
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(done, key=lambda t: float(t.value or 0.0), reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values is not None]
+    return sorted(done, key=sort_key(study))
 
 
 def _varied_params(trials: list[FrozenTrial]) -> list[str]:
@@ -130,8 +166,22 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _spread_info(best: FrozenTrial, runner_up: FrozenTrial | None) -> dict[str, Any]:
+    """best_params.json with seed repeats: the best trial's spread and its lead over the runner-up."""
+    rec = TrialRecord.from_trial(best)
+    if rec.spread is None:
+        return {}
+    call = close_call(rec, TrialRecord.from_trial(runner_up) if runner_up is not None else None)
+    return {"spread": spread_text(rec), "mean": rec.spread[0], "sd": rec.spread[1],
+            "repeat_values": list(rec.repeat_values), **({"close_call": call} if call else {}),
+            **({"note": close_call_text(rec.number, call)} if call and call["within_one_sd"] else {})}
+
+
 def _curve_title(trial: FrozenTrial, metric: str, found: Diagnosis | None) -> tuple[str, str]:
-    head = f"trial {trial.number}: {metric}={_short(trial.value)} | {found.label if found else 'no curves'}"
+    text = spread_text(TrialRecord.from_trial(trial))  # seed repeats: the curves are the mean of the repeats
+    shown = f", repeats {text}" if text else ""
+    head = (f"trial {trial.number}: {metric}={_short(first_value(trial))}{shown} | "
+            f"{found.label if found else 'no curves'}")
     return head, " ".join(f"{k}={_short(v)}" for k, v in sorted(trial.params.items()))
 
 
@@ -239,12 +289,16 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
     _frame(study, reader).to_csv(out_dir / "trials.csv", index=False)
     written.append(out_dir / "trials.csv")
     done = _sorted_complete(study)
-    if done:
+    multi = is_multi(study)
+    if multi:
+        written += _pareto_files(study, out_dir, reader, metric)
+    elif done:
         best = done[0]
-        info = {"study": study.study_name, "metric": metric, "direction": study.direction.name.lower(),
+        info = {"study": study.study_name, "metric": metric, "direction": directions(study)[0],
                 "trial": best.number, "value": best.value, "params": best.params,
                 "best_epoch": TrialRecord.from_trial(best).best_epoch,
                 "mlflow_run_id": TrialRecord.from_trial(best, study.user_attrs).run_id}
+        info.update(_spread_info(best, done[1] if len(done) > 1 else None))
         (out_dir / "best_params.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         written.append(out_dir / "best_params.json")
     else:
@@ -261,6 +315,8 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
          None if done and varied else "needs a complete trial and a parameter that varies"),
         ("slice", vis.plot_slice, vis_mpl.plot_slice, None if done and varied else "needs a complete trial and a parameter that varies"),
     ]
+    # several objectives: Optuna's plots show the first, the study metric
+    target: dict[str, Any] = {"target": first_value} if multi else {}
     for name, interactive, static, reason in plots:
         if reason is not None:
             skip(name, f"{name} skipped: {reason}")
@@ -269,8 +325,9 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)  # matplotlib on one-valued axes of tiny studies
-                interactive(study, target_name=metric).write_html(out_dir / f"{name}.html", include_plotlyjs="directory")
-                fig = _figure_of(static(study, target_name=metric))
+                interactive(study, target_name=metric, **target).write_html(out_dir / f"{name}.html",
+                                                                            include_plotlyjs="directory")
+                fig = _figure_of(static(study, target_name=metric, **target))
                 fig.savefig(out_dir / f"{name}.png", dpi=90, bbox_inches="tight")
                 plt.close(fig)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # optuna refuses degenerate studies
@@ -292,3 +349,131 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
     if (out_dir / "plotly.min.js").exists():
         written.append(out_dir / "plotly.min.js")
     return written
+
+
+#: where a run's link points when the tracking URI is not a server: the UI that `nnstudy ui` starts
+DEFAULT_UI = "http://127.0.0.1:5000"
+
+
+def run_url(client: MlflowClient | None, experiment_id: Any, run_id: str | None) -> str | None:
+    """The MLflow UI page of a run: on the tracking server, else on the UI ``nnstudy ui`` starts."""
+    if not run_id or experiment_id is None:
+        return None
+    uri = str(getattr(client, "tracking_uri", "") or "")
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _pareto_files(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric: str) -> list[Path]:
+    """Several objectives: ``pareto_front.csv``/``.json`` (the front's trials, objective values, run ids and
+    links) and the front drawn as ``pareto_front.html`` (plotly; a click on a point opens its run, a linked
+    table below), ``pareto_front.svg`` (each point a link to its run) and ``pareto_front.png``."""
+    names = objective_names(study, metric)
+    trials = front(study)
+    if not trials:
+        path = out_dir / "pareto_front.skipped.txt"
+        path.write_text("pareto_front skipped: no complete trial yet\n", encoding="utf-8")
+        return [path]
+    experiment = study.user_attrs.get(STUDY_EXPERIMENT)
+    rows = [{**row, "run_url": run_url(reader.client, experiment, row["mlflow_run_id"])}
+            for row in front_rows(study, trials, names)]
+    pd.DataFrame(rows).to_csv(out_dir / "pareto_front.csv", index=False)
+    info = {"study": study.study_name, "objectives": names, "directions": directions(study), "front": rows}
+    (out_dir / "pareto_front.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    written = [out_dir / "pareto_front.csv", out_dir / "pareto_front.json"]
+    done = _sorted_complete(study)
+    points = [(t, first_value(t), list(t.values), run_url(reader.client, experiment,
+                                                            TrialRecord.from_trial(t, reader.study_attrs).run_id))
+              for t in done]
+    on = {t.number for t in trials}
+    try:
+        _pareto_static(out_dir, points, on, names)
+        written += [out_dir / "pareto_front.png", out_dir / "pareto_front.svg"]
+        _pareto_html(out_dir / "pareto_front.html", study.study_name, points, on, names, rows)
+        written.append(out_dir / "pareto_front.html")
+    except (ValueError, RuntimeError) as err:  # a degenerate front cannot be drawn; the tables stand
+        path = out_dir / "pareto_front.skipped.txt"
+        path.write_text(f"pareto_front plot skipped: {type(err).__name__}: {err}\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+Point = tuple[FrozenTrial, Any, list[float], "str | None"]
+
+
+def _pareto_static(out_dir: Path, points: list[Point], on: set[int], names: list[str]) -> None:
+    """The front as PNG and SVG (matplotlib): the metric against each other objective, front trials
+    labelled and joined; in the SVG every point links to its run."""
+    import matplotlib.pyplot as plt
+
+    measures = names[1:]
+    fig, axes = plt.subplots(1, len(measures), figsize=(6.5 * len(measures), 4.8), squeeze=False)
+    for i, (ax, measure) in enumerate(zip(axes[0], measures), start=1):
+        for is_front, colour, size in ((False, "lightgray", 30), (True, "tab:red", 60)):
+            chosen = [p for p in points if (p[0].number in on) == is_front]
+            if not chosen:
+                continue
+            scatter = ax.scatter([p[2][i] for p in chosen], [p[2][0] for p in chosen], c=colour, s=size,
+                                 edgecolors="black", linewidths=0.5, zorder=3 if is_front else 2,
+                                 label="Pareto front" if is_front else "other complete trials")
+            scatter.set_urls([p[3] for p in chosen])
+            if is_front:
+                line = sorted((p[2][i], p[2][0]) for p in chosen)
+                ax.plot(*zip(*line), color="tab:red", linewidth=1, alpha=0.6, zorder=2)
+                for p in chosen:
+                    ax.annotate(f"trial {p[0].number}", (p[2][i], p[2][0]), textcoords="offset points",
+                                xytext=(5, 5), fontsize=8, url=p[3])
+        ax.set_xlabel(measure)
+        ax.set_ylabel(names[0])
+        ax.set_title(f"{names[0]} against {measure}", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle("Pareto front (each point links to its MLflow run in the SVG)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_dir / "pareto_front.png", dpi=90)
+    fig.savefig(out_dir / "pareto_front.svg")
+    plt.close(fig)
+
+
+def _pareto_html(path: Path, study_name: str, points: list[Point], on: set[int], names: list[str],
+                 rows: list[dict[str, Any]]) -> None:
+    """The front as an interactive page: a click on a point opens its run; below, the front's table with links."""
+    import html
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    measures = names[1:]
+    fig = make_subplots(rows=1, cols=len(measures), subplot_titles=[f"{names[0]} against {m}" for m in measures])
+    for i, measure in enumerate(measures, start=1):
+        for is_front, colour in ((False, "#c0c0c0"), (True, "#d62728")):
+            chosen = sorted((p for p in points if (p[0].number in on) == is_front), key=lambda p: p[2][i])
+            if not chosen:
+                continue
+            hover = ["<br>".join([f"trial {p[0].number}", *(f"{n}={v:.6g}" for n, v in zip(names, p[2])),
+                                  *(f"{k}={_short(v)}" for k, v in sorted(p[0].params.items()))]) for p in chosen]
+            fig.add_trace(go.Scatter(
+                x=[p[2][i] for p in chosen], y=[p[2][0] for p in chosen], customdata=[p[3] or "" for p in chosen],
+                text=hover, hoverinfo="text", mode="lines+markers+text" if is_front else "markers",
+                textposition="top right", texttemplate=[f"trial {p[0].number}" for p in chosen] if is_front else None,
+                name="Pareto front" if is_front else "other complete trials", legendgroup=str(is_front),
+                showlegend=i == 1, marker={"color": colour, "size": 11 if is_front else 8,
+                                           "line": {"width": 1, "color": "black"}},
+                line={"color": colour, "shape": "hv"} if is_front else None), row=1, col=i)
+        fig.update_xaxes(title_text=measure, row=1, col=i)
+        fig.update_yaxes(title_text=names[0], row=1, col=i)
+    fig.update_layout(title_text=f"study {study_name!r}: Pareto front (click a point to open its MLflow run)",
+                      height=520, width=max(700, 620 * len(measures)))
+    click = ("document.getElementById('{plot_id}').on('plotly_click', function(data) {"
+             " var url = data.points[0].customdata; if (url) { window.open(url, '_blank'); } });")
+    fig.write_html(path, include_plotlyjs="directory", post_script=click)
+    head = ["trial", *names, "best_epoch", "MLflow run"]
+    body = []
+    for row in rows:
+        url, run = row.get("run_url"), row.get("mlflow_run_id") or ""
+        link = f'<a href="{html.escape(url)}">{html.escape(run)}</a>' if url else html.escape(run)
+        cells = [str(row["trial"]), *(f"{row[n]:.6g}" for n in names), html.escape(str(row.get("best_epoch"))), link]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    table = ("<h3>Pareto front</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">"
+             "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(body) + "</table>")
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("</body>", table + "</body>", 1), encoding="utf-8")

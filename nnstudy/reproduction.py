@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 
@@ -37,6 +38,7 @@ class Reproduction:
     max_abs_diff: float
     environment_diffs: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (original, now)
     note: str | None = None  # why the curves need not be equal bit for bit here (see exactness_note)
+    repeat_diffs: dict[int, float] = field(default_factory=dict)  # seed repeats: repeat -> its curve's max abs diff
 
     def within(self, tolerance: float) -> bool:
         return math.isfinite(self.max_abs_diff) and self.max_abs_diff <= tolerance
@@ -95,14 +97,30 @@ def reproduce(records: StudyRecords, *, trial_number: int | None = None, run_id:
     new_curve = {e: v for e, v in sorted(rec.curves.get(metric, {}).items()) if math.isfinite(v)}
     original_curve = {m.step: m.value for m in client.get_metric_history(original_id, metric)}
     max_diff = _max_abs_diff(original_curve, new_curve)
+    repeat_diffs = _repeat_diffs(client, original_id, rec.curves, metric, spec.study.repeats)
+    max_diff = max([max_diff, *repeat_diffs.values()])
     records.tracker.log_summary(rec.run_id, {"max_abs_diff": max_diff if math.isfinite(max_diff) else -1.0})
     client.set_tag(original_id, TAG_REPRODUCED_BY, rec.run_id)
     new_tags = client.get_run(rec.run_id).data.tags
     return Reproduction(trial_number=trial.number, original_run_id=original_id, run_id=rec.run_id, metric=metric,
-                        original=original_curve, reproduced=new_curve, max_abs_diff=max_diff,
+                        original=original_curve, reproduced=new_curve, max_abs_diff=max_diff, repeat_diffs=repeat_diffs,
                         environment_diffs=_environment_diffs(original.data.tags, new_tags),
                         note=exactness_note(backend(), spec.train.deterministic,
                                             original.data.tags.get(TAG_DEVICE, "CPU"), new_tags.get(TAG_DEVICE, "CPU")))
+
+
+def _repeat_diffs(client: Any, original_id: str, curves: dict[str, dict[int, float]], metric: str,
+                  repeats: int) -> dict[int, float]:
+    """Seed repeats: the largest difference of each repeat's curve (``<metric>/repeat_<k>``), for the
+    repeats that either run trained (a pruned original stopped before its last ones)."""
+    diffs: dict[int, float] = {}
+    for k in range(repeats if repeats > 1 else 0):
+        key = f"{metric}/repeat_{k}"
+        new = {e: v for e, v in sorted(curves.get(key, {}).items()) if math.isfinite(v)}
+        original = {m.step: m.value for m in client.get_metric_history(original_id, key)}
+        if original or new:
+            diffs[k] = _max_abs_diff(original, new)
+    return diffs
 
 
 def exactness_note(backend: str, deterministic: bool, *devices: str) -> str | None:

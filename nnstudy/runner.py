@@ -46,10 +46,20 @@ class StudyOutcome:
 
     @property
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
+        """The best trial; None before one completes, and for a study of several objectives (see ``front``)."""
+        if len(self.study.directions) > 1:
+            return None
         try:
             return self.study.best_trial
         except ValueError:
             return None
+
+    @property
+    def front(self) -> list[optuna.trial.FrozenTrial]:
+        """The best trial, or the Pareto front of a study of several objectives (empty before one completes)."""
+        from nnstudy.pareto import best_trials
+
+        return best_trials(self.study)
 
 
 def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
@@ -70,6 +80,8 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     checked = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     if "warning" in checked:
         print(f"warning: {checked['warning']}", file=sys.stderr)
+    if spec.train.checkpoint_warning:
+        print(f"warning: {spec.train.checkpoint_warning}", file=sys.stderr)
     plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
     store.check_files()

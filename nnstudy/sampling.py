@@ -11,10 +11,13 @@ from nnstudy.spec import StudySpec
 
 
 def make_sampler(spec: StudySpec, *, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The spec's sampler (``tpe``, ``random`` or ``grid``), seeded with ``[study].seed + offset``."""
+    """The spec's sampler (``tpe``, ``random``, ``grid`` or ``nsga2``), seeded with ``[study].seed + offset``.
+    TPE and NSGA-II search several objectives too (TPE as multi-objective TPE)."""
     seed = spec.study.seed + offset
     if spec.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if spec.study.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if spec.study.sampler == "grid":
         return optuna.samplers.GridSampler(spec.space.grid(spec.path), seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -62,7 +65,7 @@ class ProcessSampler(optuna.samplers.BaseSampler):
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     """``median`` (after ``pruner_startup_trials`` trials, from epoch ``pruner_warmup_epochs``),
     ``percentile`` (the same, but outside the best ``pruner_percentile`` %), ``asha`` (successive
-    halving from epoch 1), ``hyperband`` (1..max_epochs; both keep 1/``pruner_reduction_factor``
+    halving from epoch 1), ``hyperband`` (1..max_epochs, times ``repeats``; both keep 1/``pruner_reduction_factor``
     at each rung) or ``none``."""
     s = spec.study
     warmup = min(s.pruner_warmup_epochs, spec.train.max_epochs - 1)
@@ -74,6 +77,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if s.pruner == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=s.pruner_reduction_factor)
     if s.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.max_epochs,
+        # seed repeats report at steps k * max_epochs + epoch (nnstudy.repeats): the resource is every epoch of each
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.train.max_epochs * spec.study.repeats,
                                               reduction_factor=s.pruner_reduction_factor)
     return optuna.pruners.NopPruner()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -65,6 +65,10 @@ def name_problem(name: str, what: str) -> str | None:
             "without '..'")
 
 
+#: most seed repeats of one configuration ([study].repeats)
+MAX_REPEATS = 100
+
+
 class StudySection(_Section):
     """``[study]``: what to optimize and how."""
 
@@ -73,8 +77,11 @@ class StudySection(_Section):
     metric: str = "val_loss"
     n_trials: int = Field(default=20, gt=0)
     timeout: Optional[float] = Field(default=None, gt=0)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
     pruner: Literal["median", "hyperband", "asha", "percentile", "none"] = "median"
+    # several objectives: the metric first, then trial measures (n_params, latency_ms); a Pareto front
+    objectives: Optional[list[str]] = None
+    directions: Optional[list[Literal["minimize", "maximize"]]] = None  # one per objective; default: inferred
     seed: int = Field(default=42, ge=0, le=2**31 - 2)
     keep_models: Literal["best", "all", "none"] = "best"
     max_retries: int = Field(default=1, ge=0, le=10)  # re-runs of a trial whose worker died
@@ -86,6 +93,22 @@ class StudySection(_Section):
     heartbeat_interval: int = Field(default=20, ge=1, le=3600)  # seconds between a running trial's heartbeats
     heartbeat_grace: int = Field(default=60, ge=2, le=86_400)  # seconds without one before a trial is dead
     register_as: Optional[str] = None  # register the best model under this name at the end (alias champion)
+    repeats: int = Field(default=1, ge=1, le=MAX_REPEATS)  # trainings of each configuration, one seed each
+    aggregate: Literal["mean", "median", "worst"] = "mean"  # a trial's value from its repeats' best-epoch values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_defaults(cls, data: Any) -> Any:
+        """With several objectives, ``metric`` is the first one and ``pruner`` defaults to ``none``."""
+        objectives = data.get("objectives") if isinstance(data, dict) else None
+        if isinstance(objectives, list) and len(objectives) > 1 and isinstance(objectives[0], str):
+            known = sorted({m for task in METRICS for m in metric_names(task)})
+            if objectives[0] not in known:
+                raise ValueError(f"objectives|{objectives[0]!r} comes first, but the first objective is the study "
+                                 "metric that early stopping watches; allowed: a per-epoch metric first "
+                                 f"({', '.join(known)}), then n_params, latency_ms")
+            data = {"metric": objectives[0], "pruner": "none", **data}
+        return data
 
     @model_validator(mode="after")
     def _metric_and_direction(self) -> StudySection:
@@ -105,6 +128,49 @@ class StudySection(_Section):
         if self.heartbeat_grace <= self.heartbeat_interval:
             raise ValueError(f"heartbeat_grace|{self.heartbeat_grace} is not longer than heartbeat_interval = "
                              f"{self.heartbeat_interval}; allowed: a grace period longer than the interval")
+        return self
+
+    @model_validator(mode="after")
+    def _several_objectives(self) -> StudySection:
+        """``objectives``: the metric first, then distinct trial measures; no pruner, no grid, no single best."""
+        from nnstudy.pareto import MEASURE_DIRECTIONS, TRIAL_MEASURES
+
+        if self.objectives is None:
+            if self.directions is not None:
+                raise ValueError("directions|is given without objectives; allowed: leave it out, or list "
+                                 "[study].objectives (one direction each)")
+            return self
+        shown, measures = f"objectives = {self.objectives!r}", ", ".join(TRIAL_MEASURES)
+        if len(self.objectives) < 2:
+            raise ValueError(f"objectives|{self.objectives!r} names fewer than two objectives; allowed: the metric "
+                             f"first, then one or more of {measures} (for one objective use metric)")
+        first, *rest = self.objectives
+        if first != self.metric:
+            raise ValueError(f"metric|{self.metric!r} is not the first of {shown}; allowed: {first!r} "
+                             "(or leave metric out)")
+        for name in rest:
+            if name not in TRIAL_MEASURES:
+                known = sorted({m for task in METRICS for m in metric_names(task)})
+                what = ("is a per-epoch metric: only the first objective can be one" if name in known else
+                        f"is not an objective{did_you_mean(name, [*TRIAL_MEASURES, *known])}")
+                raise ValueError(f"objectives|{name!r} {what}; allowed: the metric first, then {measures}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives|{shown} names an objective twice; allowed: distinct objectives")
+        if self.directions is not None:
+            expected = [default_direction(first), *(MEASURE_DIRECTIONS[m] for m in rest)]
+            if list(self.directions) != expected:
+                raise ValueError(f"directions|{list(self.directions)!r} for {shown}; allowed: {expected!r} "
+                                 "(or leave directions out)")
+        if self.pruner != "none":
+            raise ValueError(f"pruner|{self.pruner!r} with {shown}: Optuna cannot prune a trial of several "
+                             "objectives; allowed: 'none' (or leave pruner out)")
+        if self.sampler == "grid":
+            raise ValueError(f"sampler|'grid' with {shown}; allowed: 'tpe' (multi-objective TPE), 'nsga2' "
+                             "(NSGA-II) or 'random'")
+        if self.register_as is not None:
+            raise ValueError(f"register_as|registers the best model, but {shown} has a Pareto front of them; "
+                             "allowed: leave register_as out and register a trial of the front with "
+                             "`nnstudy register --trial N`")
         return self
 
 
@@ -156,6 +222,17 @@ class TrainSection(_Section):
     exploding_factor: float = Field(default=1000.0, gt=1, le=1e12)  # loss above F x the first epoch's: diverged
     steps_per_execution: int = Field(default=50, ge=1, le=10_000)  # most batches per compiled call (TensorFlow)
     eval_batch_size: int = Field(default=4096, ge=1, le=1_000_000)  # rows per batch when evaluating
+    system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory, disk, network, GPU) on every trial run
+    system_metrics_interval: float = Field(default=1.0, ge=1, le=3600, allow_inf_nan=False)  # seconds per sample
+    checkpoint_every: Optional[int] = Field(default=None, ge=1, le=100_000)  # epochs; a dead worker's trial resumes
+
+    @property
+    def checkpoint_warning(self) -> str | None:
+        """Why ``checkpoint_every`` (allowed) will never write a checkpoint, or None."""
+        if self.checkpoint_every is not None and self.checkpoint_every >= self.max_epochs:
+            return (f"[train].checkpoint_every = {self.checkpoint_every} is not below max_epochs = "
+                    f"{self.max_epochs}: no trial writes a checkpoint, a retried trial starts from epoch 1")
+        return None
 
 
 class ModelSection(_Section):
@@ -201,6 +278,23 @@ class StudySpec(BaseModel):
         return self.study.direction or default_direction(self.study.metric)
 
     @property
+    def objectives(self) -> list[str]:
+        """What the study optimizes: ``[study].objectives``, else the metric alone."""
+        return list(self.study.objectives) if self.study.objectives else [self.study.metric]
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        """One direction per objective: the metric's, then ``minimize`` for the trial measures."""
+        from nnstudy.pareto import MEASURE_DIRECTIONS
+
+        return [self.direction, *(cast(Literal["minimize", "maximize"], MEASURE_DIRECTIONS[m])
+                                  for m in self.objectives[1:])]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
     def space(self) -> SearchSpace:
         return SearchSpace.parse(self.search, self.path, custom=self.model.layers is not None)
 
@@ -232,6 +326,8 @@ class StudySpec(BaseModel):
         data = self.model_dump(mode="json")
         data["study"]["name"] = self.name
         data["study"]["direction"] = self.direction
+        if self.multi_objective:
+            data["study"]["directions"] = self.directions
         data["search"] = self.space.to_dict()
         if self.model.builder is not None:  # a builder's own parameters are its business
             data["search"] = {k: v for k, v in data["search"].items() if k in BUILDER_SEARCH}

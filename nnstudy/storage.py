@@ -75,16 +75,29 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[o
     """Create the study or load it (resume); its direction must match the spec.
     Returns the study and whether this call created it (exactly one process does)."""
     try:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                     pruner=make_pruner(spec), sampler=ProcessSampler(spec))
         created = True
+        if spec.multi_objective:  # the names readers show (plots, tables) without the spec
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(spec.objectives)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=spec.name, storage=storage, pruner=make_pruner(spec),
                                   sampler=ProcessSampler(spec))
         created = False
-    if study.direction.name.lower() != spec.direction:
+    stored = [d.name.lower() for d in study.directions]
+    if len(stored) != len(spec.directions):
+        raise SpecError(spec.path, "[study].objectives", f"{spec.objectives!r}, but study {spec.name!r} in the "
+                        f"storage was created with {len(stored)} objective(s) ({', '.join(stored)}); allowed: "
+                        f"{len(stored)} objective(s), or another [study].name / --study-name")
+    if stored != spec.directions and spec.multi_objective:
+        raise SpecError(spec.path, "[study].directions", f"{spec.directions!r}, but study {spec.name!r} in the "
+                        f"storage was created with {stored!r}; allowed: the same directions, or another "
+                        "[study].name / --study-name")
+    if study.directions[0].name.lower() != spec.direction:
         raise SpecError(spec.path, "[study].direction", f"{spec.direction!r}, but study {spec.name!r} in the "
-                        f"storage was created with {study.direction.name.lower()!r}; allowed: the same "
+                        f"storage was created with {study.directions[0].name.lower()!r}; allowed: the same "
                         "direction, or another [study].name / --study-name")
     return study, created
 

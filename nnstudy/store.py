@@ -42,6 +42,14 @@ class Store:
                 files.append(Path(url.removeprefix("sqlite:///")))
         return files
 
+    def checkpoint_folder(self, study_name: str) -> Path:
+        """Where the trials of a study keep their mid-training checkpoints (``[train].checkpoint_every``): a
+        local cache beside the store's first local file (``mlruns/checkpoints/<study>``), else under
+        ``./mlruns`` (a database server: a dead worker's trial then resumes on the same machine only)."""
+        files = self.local_files()
+        base = files[0].parent if files else DEFAULT_DIR
+        return base.absolute() / "checkpoints" / study_name
+
     def prepare(self) -> None:
         """Create the local folders. Call only after the spec and the data have validated."""
         for path in self.local_files():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from nnstudy.contract import ATTR_PENDING, STUDY_EXPERIMENT, STUDY_PARENT_PENDING, STUDY_PARENT_RUN, study_run_id_key
-from nnstudy.parent import finish_parent, update_parent_run
+from nnstudy.parent import finish_parent, update_parent
 from nnstudy.recorder import RunTarget, write_pending
 from nnstudy.tracking import Tracker
 
@@ -27,10 +27,7 @@ def sync_records(study: optuna.Study, tracker: Tracker, *, metric: str) -> list[
         study.set_user_attr(study_run_id_key(t.number), run_id)
         written.append(t.number)
     if written or study.user_attrs.get(STUDY_PARENT_PENDING):
-        try:
-            update_parent_run(tracker, parent_id, study.best_trial, study.user_attrs)
-        except ValueError:  # no complete trial
-            pass
+        update_parent(tracker, parent_id, study)  # nothing before a trial completes
         finish_parent(study, tracker, parent_id, metric)
         study.set_user_attr(STUDY_PARENT_PENDING, False)
     return written

@@ -66,7 +66,8 @@ class Tracker:
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=absolute_sqlite(tracking_uri))
+        self.client_uri = absolute_sqlite(tracking_uri)  # what the client (and a run's system metrics) writes to
+        self.client = MlflowClient(tracking_uri=self.client_uri)
 
     def experiment(self, name: str) -> str:
         """The experiment id for ``name``, created on first use (safe against a concurrent create)."""

@@ -93,3 +93,14 @@ def test_version_and_short_help() -> None:
 
     assert CliRunner().invoke(cli, ["--version"]).stdout.strip().endswith(version("nnstudy"))
     assert CliRunner().invoke(cli, ["-h"]).exit_code == 0
+
+
+def test_validate_warns_of_a_checkpoint_interval_that_never_comes(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "s.toml"
+    spec.write_text("[data]\nn_samples = 100\n[train]\nmax_epochs = 5\ncheckpoint_every = 8\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert result.exit_code == 0, result.output  # allowed
+    assert "warning: [train].checkpoint_every = 8 is not below max_epochs = 5" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["s.toml"]  # nothing written

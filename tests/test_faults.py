@@ -336,6 +336,73 @@ def test_signal_to_the_parent_stops_every_worker_cleanly(tmp_path: Path, signum:
     _resumes(tmp_path, spec, "--workers", "2")
 
 
+RESUME_SPEC = """
+[study]
+name = "faulty"
+n_trials = 1
+pruner = "none"
+seed = 5
+
+[data]
+source = "pass_fail"
+n_samples = 300
+
+[train]
+max_epochs = 60
+early_stopping_patience = 60
+checkpoint_every = 10
+
+[search]
+learning_rate = 0.003
+batch_size = 16
+depth = 1
+units = 8
+dropout = 0.2
+"""
+
+
+def test_a_trial_killed_mid_way_resumes_from_its_checkpoint_and_draws_the_uninterrupted_curve(tmp_path: Path) -> None:
+    """kill -9 at about epoch 30 of 60, checkpoints every 10 epochs: the next `run` re-runs the trial from its
+    last checkpoint (and says so), its run holds epochs 1..60 once each, and `reproduce` (a fresh process
+    training from epoch 1) draws exactly the same curve."""
+    spec = tmp_path / "faulty.toml"
+    spec.write_text(RESUME_SPEC)
+    proc = _launch(tmp_path, spec)
+    _wait_until(proc, tmp_path, lambda ts: any(len(t.intermediate_values) >= 30 for t in ts))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    (victim,) = _trials(tmp_path)
+    killed_at = len(victim.intermediate_values)
+    assert 30 <= killed_at < 60
+    folder = tmp_path / "mlruns" / "checkpoints" / "faulty"
+    assert [p.name for p in folder.iterdir()] == ["trial-00000.npz"]
+
+    rerun = subprocess.run([NNSTUDY, "run", str(spec), "--no-progress"], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    study, client = _no_running_left(tmp_path)
+    (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert retry.state == COMPLETE
+    resumed = retry.user_attrs["resumed_from_epoch"]
+    assert resumed % 10 == 0 and 30 <= resumed <= killed_at
+    assert f"trial {retry.number} (a re-run of trial 0) resumes from its checkpoint at epoch {resumed} of 60" \
+        in rerun.stderr
+    run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert run.data.tags["nnstudy.resumed_from_epoch"] == str(resumed)
+    curve = client.get_metric_history(run.info.run_id, "val_loss")
+    assert sorted(m.step for m in curve) == list(range(1, 61))  # the whole curve, each epoch once
+    by_epoch = {m.step: m.value for m in curve}
+    assert retry.intermediate_values == by_epoch  # the pruner saw every epoch too
+    # the epochs the killed trial trained (those after the checkpoint included) are the very same
+    assert {e: by_epoch[e] for e in victim.intermediate_values} == victim.intermediate_values
+    assert list(folder.iterdir()) == []  # the trial ended: its checkpoint is gone
+
+    repro = subprocess.run([NNSTUDY, "reproduce", "--trial", str(retry.number)], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=240)
+    assert repro.returncode == 0, repro.stdout + repro.stderr
+    assert "max abs difference of val_loss: 0.0" in repro.stdout
+
+
 def test_a_dead_trial_of_another_host_is_failed_by_its_heartbeat_and_retried(tmp_path: Path) -> None:
     """No same-host pid check can apply (the trial names another host): the stale heartbeat alone fails it."""
     spec = tmp_path / "faulty.toml"

@@ -146,3 +146,50 @@ def test_a_new_parent_run_logs_the_data_set(recorded_study: Callable[..., Any]) 
     inputs = rs.tracker.client.get_run(rs.parent_id).inputs.dataset_inputs
     assert [(i.dataset.name, i.dataset.source_type) for i in inputs] == [("pass_fail", "code")]
     assert json.loads(inputs[0].dataset.schema)["mlflow_colspec"][0]["name"] == "lectures"
+
+
+# --------------------------------------------------------------------------- several objectives (Pareto)
+
+
+def _add_multi(rs: Any, values: list[float], params: dict[str, Any]) -> optuna.trial.FrozenTrial:
+    """A complete trial of a study of several objectives, with its (real) child run."""
+    from conftest import TINY_DISTRIBUTIONS
+
+    number = len(rs.study.get_trials(deepcopy=False))
+    run_id = rs.tracker.create_child_run(rs.experiment_id, rs.parent_id, rs.spec.name, number,
+                                         params={k: str(v) for k, v in params.items()}, tags={})
+    rs.tracker.log_curves(run_id, {"loss": {1: 0.9, 2: 0.7}, "val_loss": {1: 0.95, 2: values[0]}})
+    rs.tracker.end_run(run_id, "FINISHED")
+    rs.study.add_trial(optuna.trial.create_trial(values=values, params=params, distributions=TINY_DISTRIBUTIONS,
+                                                 user_attrs={ATTR_RUN_ID: run_id, "best_epoch": 2}))
+    return rs.study.get_trials(deepcopy=False)[-1]
+
+
+def test_the_parent_run_of_several_objectives_lists_its_pareto_front(recorded_study: Callable[..., Any]) -> None:
+    from nnstudy.parent import update_parent
+
+    rs = recorded_study(study={"objectives": ["val_loss", "n_params"]})
+    update_parent(rs.tracker, rs.parent_id, rs.study)  # no complete trial: nothing to write
+    assert "nnstudy.pareto_trials" not in rs.tracker.client.get_run(rs.parent_id).data.tags
+    trials = [_add_multi(rs, v, {"learning_rate": lr, "optimizer": "adam"})
+              for v, lr in (([0.6, 100.0], 0.01), ([0.3, 900.0], 0.02), ([0.7, 900.0], 0.03), ([0.4, 300.0], 0.04))]
+    update_parent(rs.tracker, rs.parent_id, rs.study)
+    run = rs.tracker.client.get_run(rs.parent_id)
+    assert run.data.tags["nnstudy.pareto_trials"] == "0,1,3"  # trial 2 is beaten by trial 1
+    assert TAG_BEST_RUN not in run.data.tags and run.data.params["objectives"] == "val_loss,n_params"
+    assert run.data.metrics["pareto_front_size"] == 3
+    assert _artifacts(rs.tracker, rs.parent_id, "pareto") == ["front.csv"]
+
+    finish_parent(rs.study, rs.tracker, rs.parent_id, "val_loss", lambda n: f"nnstudy reproduce --trial {n}")
+    note = rs.tracker.client.get_run(rs.parent_id).data.tags["mlflow.note.content"]
+    assert "Pareto front: 3 trial(s)" in note and "val_loss (minimize), n_params (minimize)" in note
+    rows = [line for line in note.splitlines() if line.startswith("| [")]
+    assert [r.split("]")[0] for r in rows] == ["| [1", "| [3", "| [0"]  # best val_loss first
+    run_id = trials[1].user_attrs[ATTR_RUN_ID]
+    assert f"| [1](#/experiments/{rs.experiment_id}/runs/{run_id}) | 0.3 | 900 | 2 |" in note
+    assert "nnstudy reproduce --trial 1" in note
+    report = _artifacts(rs.tracker, rs.parent_id, "report")
+    assert {"pareto_front.csv", "pareto_front.json", "pareto_front.html", "pareto_front.png", "pareto_front.svg",
+            "optimization_history.png", "trials.csv"} <= set(report)
+    assert "best_params.json" not in report
+    assert rs.tracker.run_status(rs.parent_id) == "FINISHED"

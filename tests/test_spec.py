@@ -236,3 +236,62 @@ def test_default_spec_round_trips() -> None:
     spec = parse_spec({})
     assert isinstance(spec, StudySpec)
     assert parse_spec(spec.to_dict()).to_dict() == spec.to_dict()
+
+
+# --------------------------------------------------------------------------- several objectives (Pareto)
+
+
+def test_objectives_make_the_metric_and_turn_the_pruner_off() -> None:
+    spec = parse_spec({"study": {"objectives": ["val_accuracy", "n_params", "latency_ms"]}})
+    assert spec.study.metric == "val_accuracy" and spec.direction == "maximize"
+    assert spec.multi_objective and spec.objectives == ["val_accuracy", "n_params", "latency_ms"]
+    assert spec.directions == ["maximize", "minimize", "minimize"]
+    assert spec.study.pruner == "none"
+    again = parse_spec(spec.to_dict())  # as logged on the parent run, for reproduce
+    assert again.objectives == spec.objectives and again.directions == spec.directions
+    single = parse_spec({})
+    assert not single.multi_objective and single.objectives == ["val_loss"] and single.directions == ["minimize"]
+
+
+def test_objectives_accept_their_own_directions_and_the_nsga2_sampler() -> None:
+    spec = parse_spec({"study": {"objectives": ["val_loss", "latency_ms"], "directions": ["minimize", "minimize"],
+                                 "metric": "val_loss", "pruner": "none", "sampler": "nsga2"}})
+    assert spec.study.sampler == "nsga2" and spec.directions == ["minimize", "minimize"]
+
+
+@pytest.mark.parametrize(("study", "field", "says"), [
+    ({"objectives": ["val_loss", "n_param"]}, "[study].objectives", "did you mean 'n_params'"),
+    ({"objectives": ["val_loss", "val_accuracy"]}, "[study].objectives", "only the first objective"),
+    ({"objectives": ["val_loss", "n_params", "n_params"]}, "[study].objectives", "twice"),
+    ({"objectives": ["val_loss"]}, "[study].objectives", "fewer than two"),
+    ({"objectives": ["n_params", "val_loss"]}, "[study].objectives", "'n_params' comes first"),
+    ({"objectives": ["val_loss", "n_params"], "metric": "val_accuracy"}, "[study].metric", "not the first"),
+    ({"objectives": ["val_loss", "n_params"], "pruner": "asha"}, "[study].pruner", "cannot prune"),
+    ({"objectives": ["val_loss", "n_params"], "sampler": "grid"}, "[study].sampler", "'grid'"),
+    ({"objectives": ["val_loss", "n_params"], "directions": ["minimize"]}, "[study].directions", "allowed"),
+    ({"objectives": ["val_loss", "n_params"], "register_as": "m"}, "[study].register_as", "--trial N"),
+    ({"directions": ["minimize"]}, "[study].directions", "without objectives"),
+])
+def test_bad_objectives_name_the_field(study: dict[str, object], field: str, says: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({"study": study})
+    assert field in str(err.value) and says in str(err.value) and "allowed" in str(err.value)
+
+
+def test_checkpoint_every_is_off_by_default_and_at_least_one_epoch() -> None:
+    assert parse_spec({}).train.checkpoint_every is None and parse_spec({}).train.checkpoint_warning is None
+    assert parse_spec({"train": {"checkpoint_every": 5, "max_epochs": 20}}).train.checkpoint_warning is None
+    warning = parse_spec({"train": {"checkpoint_every": 50, "max_epochs": 20}}).train.checkpoint_warning
+    assert warning is not None and "checkpoint_every = 50" in warning and "max_epochs = 20" in warning  # allowed
+    for bad in (0, -1):
+        with pytest.raises(SpecError, match=r"\[train\]\.checkpoint_every.*allowed"):
+            parse_spec({"train": {"checkpoint_every": bad}})
+
+
+def test_system_metrics_are_on_by_default_every_second() -> None:
+    assert parse_spec({}).train.system_metrics is True and parse_spec({}).train.system_metrics_interval == 1.0
+    off = parse_spec({"train": {"system_metrics": False, "system_metrics_interval": 5}}).train
+    assert off.system_metrics is False and off.system_metrics_interval == 5.0  # an integer is a number of seconds
+    for bad in (0, 0.5, 3601):
+        with pytest.raises(SpecError, match=r"\[train\]\.system_metrics_interval.*allowed"):
+            parse_spec({"train": {"system_metrics_interval": bad}})

@@ -82,6 +82,20 @@ def test_open_study_refuses_a_direction_change(tmp_path: Path, tiny_spec: Callab
     assert err.value.exit_code == 2
 
 
+def test_open_study_of_several_objectives(tmp_path: Path, tiny_spec: Callable[..., StudySpec]) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    pareto = tiny_spec(study={"objectives": ["val_loss", "n_params", "latency_ms"]})
+    study, created = open_study(pareto, make_storage(url))
+    assert created and [d.name for d in study.directions] == ["MINIMIZE"] * 3
+    assert study.metric_names == ["val_loss", "n_params", "latency_ms"]
+    again, created = open_study(pareto, make_storage(url))  # resumed
+    assert not created and again.metric_names == study.metric_names
+    with pytest.raises(SpecError, match=r"\[study\]\.objectives: \['val_loss'\], but study 'tiny' in the storage "
+                                        r"was created with 3 objective\(s\)") as err:
+        open_study(tiny_spec(), make_storage(url))
+    assert err.value.exit_code == 2
+
+
 def _running_trial(study: optuna.Study, tracker: Tracker, pid: int, host: str) -> tuple[int, str]:
     experiment = tracker.experiment(study.study_name)
     trial = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})

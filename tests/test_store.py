@@ -156,3 +156,10 @@ def test_a_full_disk_is_refused_before_the_first_write(tmpfs: Any, seed_mlflow_d
         store.check_files()
     assert info.value.exit_code == 2
     store.check_files(reading=True)  # reading needs no space
+
+
+def test_checkpoints_live_beside_the_local_store(tmp_path: Path) -> None:
+    store = resolve_store(f"sqlite:///{tmp_path}/db/optuna.db", f"sqlite:///{tmp_path}/other/mlflow.db")
+    assert store.checkpoint_folder("s") == tmp_path / "db" / "checkpoints" / "s"
+    assert resolve_store("postgresql://u@h/optuna", "http://h:5000").checkpoint_folder("s") == \
+        Path("mlruns").absolute() / "checkpoints" / "s"  # no local store: a cache under ./mlruns

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+import pytest
 
 from nnstudy.data import PreparedData, prepare
 from nnstudy.model import ModelFactory
 from nnstudy.spec import StudySpec
-from nnstudy.training import InputPipeline, TrainResult, _best_epoch, train
+from nnstudy.training import Checkpoint, InputPipeline, TrainResult, UnusableCheckpoint, _best_epoch, train
 
 PARAMS = {"depth": 1, "units": 8, "activation": "relu", "dropout": 0.0, "learning_rate": 0.01, "optimizer": "adam",
           "batch_size": 16}
 
 
+def _model(spec: StudySpec, params: dict[str, Any], data: PreparedData, pipeline: InputPipeline) -> Any:
+    return ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean).build(
+        params, optuna.trial.FixedTrial(params), seed=1,
+        steps_per_execution=pipeline.steps_per_execution(int(params["batch_size"])))
+
+
 def _train(spec: StudySpec, params: dict[str, Any], data: PreparedData | None = None, **kwargs: Any) -> TrainResult:
     data = data or prepare(spec)
     pipeline = InputPipeline(data, spec.train)
-    model = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean).build(
-        params, optuna.trial.FixedTrial(params), seed=1,
-        steps_per_execution=pipeline.steps_per_execution(int(params["batch_size"])))
+    model = kwargs.pop("model", None) or _model(spec, params, data, pipeline)
     return train(data, params, spec.train, model=model, metric=spec.study.metric, direction=spec.direction, seed=1,
                  pipeline=pipeline, **kwargs)
 
@@ -124,3 +131,122 @@ def test_use_threads_before_the_first_op_and_too_late_after_it() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, "KERAS_BACKEND": "tensorflow"})
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- checkpoints ([train].checkpoint_every)
+
+
+class _Killed(Exception):
+    """Stands for the worker killed in the middle of a training (the real SIGKILL: tests/test_faults.py)."""
+
+
+def _killed_at(epoch: int) -> Callable[[int, dict[str, float]], bool]:
+    def hook(e: int, logs: dict[str, float]) -> bool:
+        if e == epoch:
+            raise _Killed
+        return False
+
+    return hook
+
+
+# 4 batches per compiled call, not dividing the 15 batches of an epoch: Keras' iterators per epoch are the same
+CHECKPOINTED = {"max_epochs": 12, "early_stopping_patience": 4, "checkpoint_every": 3, "steps_per_execution": 4}
+DROPOUT = {**PARAMS, "dropout": 0.3, "batch_size": 8}  # dropout: the masks' generator state must be saved too
+
+
+def test_a_training_resumed_from_its_checkpoint_draws_the_uninterrupted_curve(
+        tiny_spec: Callable[..., StudySpec], tmp_path: Path) -> None:
+    """Killed after epoch 7 with checkpoints every 3 epochs: a fresh model resumed from epoch 6 ends with
+    the same curves (bit for bit), early-stopping epoch, restored best weights and test metrics."""
+    spec = tiny_spec(train=CHECKPOINTED, data={"n_samples": 200})
+    data = prepare(spec)
+    whole = _train(spec, DROPOUT, data)
+    assert whole.stopped_epoch > 7  # (the kill below comes before the end)
+    checkpoint = Checkpoint(tmp_path / "trial-0000.npz", every=3, identity="trial 0")
+    with pytest.raises(_Killed):
+        _train(spec, DROPOUT, data, on_epoch=_killed_at(8), checkpoint=checkpoint)
+    pipeline = InputPipeline(data, spec.train)
+    model = _model(spec, DROPOUT, data, pipeline)  # as the retry builds it: the initial weights of epoch 1
+    saved = checkpoint.load(model)
+    assert saved is not None and saved.epoch == 6 and len(saved.history["loss"]) == 6
+    seen: list[int] = []
+
+    def hook(epoch: int, logs: dict[str, float]) -> bool:
+        seen.append(epoch)
+        return False
+
+    resumed = train(data, DROPOUT, spec.train, model=model, metric="val_loss", direction="minimize", seed=1,
+                    pipeline=pipeline, on_epoch=hook, checkpoint=checkpoint, resume=saved)
+    assert resumed.resumed_from == 6 and seen == list(range(1, resumed.stopped_epoch + 1))  # each epoch once
+    assert resumed.history == whole.history  # exact: no tolerance
+    assert (resumed.best_epoch, resumed.stopped_epoch, resumed.early_stopped) == \
+        (whole.best_epoch, whole.stopped_epoch, whole.early_stopped)
+    assert resumed.test_metrics == whole.test_metrics
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_replayed_epochs_go_through_the_hook_which_may_stop_there(
+        tiny_spec: Callable[..., StudySpec], tmp_path: Path) -> None:
+    spec = tiny_spec(train=CHECKPOINTED)
+    data = prepare(spec)
+    checkpoint = Checkpoint(tmp_path / "t.npz", every=3, identity="x")
+    with pytest.raises(_Killed):
+        _train(spec, PARAMS, data, on_epoch=_killed_at(4), checkpoint=checkpoint)
+    model = _model(spec, PARAMS, data, InputPipeline(data, spec.train))
+    saved = checkpoint.load(model)
+    assert saved is not None
+    pruned = _train(spec, PARAMS, data, model=model, resume=saved, on_epoch=lambda e, logs: e == 2)
+    assert (pruned.stopped_by_hook, pruned.stopped_epoch, pruned.resumed_from) == (2, 2, 3)
+    assert pruned.history == {k: v[:2] for k, v in saved.history.items()}
+
+
+def test_no_checkpoint_at_the_last_epoch_nor_below_checkpoint_every(
+        tiny_spec: Callable[..., StudySpec], tmp_path: Path) -> None:
+    checkpoint = Checkpoint(tmp_path / "t.npz", every=3, identity="x")
+    _train(tiny_spec(train={"max_epochs": 3, "checkpoint_every": 3}), PARAMS, checkpoint=checkpoint)
+    assert not checkpoint.path.exists()  # the training ended at epoch 3: nothing to resume
+    _train(tiny_spec(train={"max_epochs": 4, "early_stopping_patience": 4}), PARAMS, checkpoint=checkpoint)
+    assert checkpoint.path.exists() and list(tmp_path.iterdir()) == [checkpoint.path]  # no temporary file left
+    checkpoint.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_foreign_or_corrupt_checkpoint_is_refused_saying_why(
+        tiny_spec: Callable[..., StudySpec], tmp_path: Path) -> None:
+    spec = tiny_spec(train=CHECKPOINTED)
+    data = prepare(spec)
+    pipeline = InputPipeline(data, spec.train)
+    checkpoint = Checkpoint(tmp_path / "t.npz", every=3, identity="mine")
+    with pytest.raises(_Killed):
+        _train(spec, PARAMS, data, on_epoch=_killed_at(4), checkpoint=checkpoint)
+    good = checkpoint.path.read_bytes()
+    model = _model(spec, PARAMS, data, pipeline)
+    assert Checkpoint(tmp_path / "missing.npz", 3, "mine").load(model) is None
+    with pytest.raises(UnusableCheckpoint, match="another configuration"):
+        Checkpoint(checkpoint.path, 3, "someone else's").load(model)
+    bigger = _model(spec, {**PARAMS, "units": 16}, data, pipeline)
+    with pytest.raises(UnusableCheckpoint, match="do not fit this model"):
+        checkpoint.load(bigger)
+    for garbage in (good[: len(good) // 2], b"not a checkpoint", b""):
+        checkpoint.path.write_bytes(garbage)
+        with pytest.raises(UnusableCheckpoint, match="unreadable"):
+            checkpoint.load(model)
+    np.savez(checkpoint.path, state=np.array('{"format": "something else"}'))
+    with pytest.raises(UnusableCheckpoint, match="not an nnstudy checkpoint"):
+        checkpoint.load(model)
+
+
+def test_objective_values_and_the_prediction_latency_of_the_restored_model(
+        tiny_spec: Callable[..., StudySpec]) -> None:
+    from nnstudy.training import prediction_latency_ms
+
+    spec = tiny_spec(train={"max_epochs": 2})
+    data = prepare(spec)
+    result = _train(spec, PARAMS, data)
+    names = ["val_loss", "n_params", "latency_ms"]
+    assert math.isnan(result.objective_values(names)[2])  # not measured yet
+    result.latency_ms = prediction_latency_ms(result.model, data.x_val, 5, repeats=3)
+    assert result.objective_values(names) == (result.value("val_loss"), 33.0, result.latency_ms)
+    assert 0 < result.latency_ms < 1000  # milliseconds per row: a few batches of 5 rows each
+    assert math.isnan(prediction_latency_ms(result.model, data.x_val[:0], 5))

@@ -98,6 +98,8 @@ depth = 1
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    # every worker process samples its trials' system metrics ([train].system_metrics is on by default)
+    assert all("system/cpu_utilization_percentage" in r.data.metrics for r in children)
 
 
 @pytest.mark.slow
