@@ -6,7 +6,8 @@ cpu: pyproject's dependencies as they are (pip evaluates their platform markers:
      x86_64, tensorflow elsewhere).
 gpu: the same without the TensorFlow entries, plus ``tensorflow[and-cuda]`` with the version range of
      pyproject's tensorflow-cpu entry (CUDA and cuDNN come as pip packages: the host needs only the
-     NVIDIA driver and the NVIDIA Container Toolkit).
+     NVIDIA driver and the NVIDIA Container Toolkit), and the ``gpu-metrics`` extra (NVML: the trial
+     runs' ``system/gpu_*`` metrics).
 
 Used by the Dockerfile (standard library only: it runs before anything is installed).
 """
@@ -30,7 +31,8 @@ def _name_and_range(requirement: str) -> tuple[str, str]:
 
 
 def requirements(device: str, pyproject: Path) -> list[str]:
-    dependencies: list[str] = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    dependencies: list[str] = project["dependencies"]
     if device == "cpu":
         return list(dependencies)
     if device != "gpu":
@@ -46,7 +48,8 @@ def requirements(device: str, pyproject: Path) -> list[str]:
     version_range = ranges.get("tensorflow-cpu", ranges.get("tensorflow"))
     if version_range is None:
         raise SystemExit("pyproject.toml: no tensorflow-cpu or tensorflow requirement to take the version range from")
-    return [f"tensorflow[and-cuda]{version_range}", *kept]
+    gpu_metrics = project.get("optional-dependencies", {}).get("gpu-metrics", [])
+    return [f"tensorflow[and-cuda]{version_range}", *kept, *gpu_metrics]
 
 
 def main(argv: list[str]) -> None:

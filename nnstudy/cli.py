@@ -164,8 +164,8 @@ def validate(spec: Path) -> None:
     loaded = load_spec(spec)
     summary = api.validate(loaded)
     click.echo(f"{spec}: ok")
-    if loaded.train.checkpoint_warning:
-        click.echo(f"warning: {loaded.train.checkpoint_warning}", err=True)
+    if loaded.checkpoint_warning:
+        click.echo(f"warning: {loaded.checkpoint_warning}", err=True)
     click.echo(json.dumps(summary, indent=2))
 
 

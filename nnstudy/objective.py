@@ -113,6 +113,15 @@ def report_epoch(trial: TrialLike, value: float, step: int) -> bool:
     return trial.should_prune()
 
 
+#: [train] settings that do not change a training's curve: a checkpoint written under others is still resumed
+NOT_CURVE_SETTINGS = {"checkpoint_every", "system_metrics", "system_metrics_interval"}
+
+
+def curve_settings(spec: StudySpec) -> dict[str, Any]:
+    """The ``[train]`` settings a checkpoint must match to be resumed (see :data:`NOT_CURVE_SETTINGS`)."""
+    return spec.train.model_dump(exclude=NOT_CURVE_SETTINGS)
+
+
 @dataclass
 class Objective:
     """The callable passed to ``study.optimize`` (and called with a ``FixedTrial`` to reproduce)."""
@@ -290,7 +299,7 @@ class Objective:
         original = trial.user_attrs.get(ATTR_RETRY_OF)
         identity = checkpoint_identity(study=self.spec.name, params=params, seed=seed, data=self.data.digest,
                                        fixed=self.fixed_params(), model=self.spec.model.model_dump(),
-                                       train=self.spec.train.model_dump(exclude={"checkpoint_every"}))
+                                       train=curve_settings(self.spec))
         number = trial.number if original is None else int(original)
         checkpoint = Checkpoint(self.checkpoints / f"trial-{number:05d}.npz", every, identity)
         if original is None:

@@ -80,8 +80,8 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     checked = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     if "warning" in checked:
         print(f"warning: {checked['warning']}", file=sys.stderr)
-    if spec.train.checkpoint_warning:
-        print(f"warning: {spec.train.checkpoint_warning}", file=sys.stderr)
+    if spec.checkpoint_warning:
+        print(f"warning: {spec.checkpoint_warning}", file=sys.stderr)
     plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
     store.check_files()

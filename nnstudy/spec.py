@@ -295,6 +295,16 @@ class StudySpec(BaseModel):
         return len(self.objectives) > 1
 
     @property
+    def checkpoint_warning(self) -> str | None:
+        """Why ``[train].checkpoint_every`` (allowed) will never write a checkpoint, or None."""
+        if self.train.checkpoint_warning:
+            return self.train.checkpoint_warning
+        if self.train.checkpoint_every is not None and self.study.repeats > 1:
+            return (f"[train].checkpoint_every is ignored with [study].repeats = {self.study.repeats}: trials with "
+                    "seed repeats write no checkpoint, a retried trial starts from epoch 1")
+        return None
+
+    @property
     def space(self) -> SearchSpace:
         return SearchSpace.parse(self.search, self.path, custom=self.model.layers is not None)
 

@@ -43,6 +43,18 @@ BUILD_TIMEOUT_S = 1500  # a cold build: base image ~1 min, nnstudy's image ~2-4 
 RUN_TIMEOUT_S = 600
 
 
+def test_the_gpu_image_gets_nvml_for_the_trial_runs_gpu_metrics() -> None:
+    """``[train].system_metrics`` samples system/gpu_* only with nvidia-ml-py (the ``gpu-metrics`` extra)."""
+    import sys
+
+    listed = {device: subprocess.run([sys.executable, str(ROOT / "docker" / "requirements.py"), device,
+                                      str(ROOT / "pyproject.toml")], capture_output=True, text=True, check=True,
+                                     timeout=60).stdout.split()
+              for device in ("cpu", "gpu")}
+    assert any(r.startswith("nvidia-ml-py") for r in listed["gpu"]), listed["gpu"]
+    assert not any(r.startswith("nvidia-ml-py") for r in listed["cpu"])
+
+
 def _tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 

@@ -99,6 +99,18 @@ class _Died(BaseException):
     """Stands for the worker killed mid-trial (the real SIGKILL: tests/test_faults.py)."""
 
 
+def test_a_checkpoint_outlives_a_change_of_the_settings_that_do_not_change_the_curve(
+        tiny_spec: Callable[..., StudySpec]) -> None:
+    """Turning system metrics off (or checkpoint_every) between a killed run and its re-run still resumes."""
+    from nnstudy.objective import curve_settings
+
+    base = tiny_spec(train={"max_epochs": 6, "checkpoint_every": 2})
+    quieter = tiny_spec(train={"max_epochs": 6, "checkpoint_every": 3, "system_metrics": False,
+                               "system_metrics_interval": 5})
+    assert curve_settings(base) == curve_settings(quieter)
+    assert curve_settings(base) != curve_settings(tiny_spec(train={"max_epochs": 7, "checkpoint_every": 2}))
+
+
 def _dead_trial_with_checkpoint(tmp_path: Path, spec: StudySpec, die_at: int) -> tuple[StudyContext, optuna.Study, Path]:
     """Run trial 0 until epoch ``die_at`` and leave what a killed worker leaves: the trial RUNNING under a dead
     pid and its last checkpoint on disk. Returns the study context, the study and the checkpoint's path."""

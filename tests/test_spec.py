@@ -288,6 +288,14 @@ def test_checkpoint_every_is_off_by_default_and_at_least_one_epoch() -> None:
             parse_spec({"train": {"checkpoint_every": bad}})
 
 
+def test_checkpoint_every_with_seed_repeats_is_warned_about() -> None:
+    """Trials with repeats write no checkpoint: the spec says so rather than staying silent."""
+    assert parse_spec({"train": {"checkpoint_every": 5, "max_epochs": 20}}).checkpoint_warning is None
+    assert parse_spec({"study": {"repeats": 3}}).checkpoint_warning is None
+    warning = parse_spec({"study": {"repeats": 3}, "train": {"checkpoint_every": 5, "max_epochs": 20}}).checkpoint_warning
+    assert warning is not None and "repeats = 3" in warning and "epoch 1" in warning
+
+
 def test_system_metrics_are_on_by_default_every_second() -> None:
     assert parse_spec({}).train.system_metrics is True and parse_spec({}).train.system_metrics_interval == 1.0
     off = parse_spec({"train": {"system_metrics": False, "system_metrics_interval": 5}}).train
