@@ -48,6 +48,7 @@ ATTR_REPEAT_VALUES = "repeat_values"  # [study].repeats > 1: each repeat's value
 STUDY_PARENT_RUN = "mlflow_parent_run_id"
 STUDY_EXPERIMENT = "mlflow_experiment_id"
 STUDY_PARENT_PENDING = "mlflow_parent_pending"  # the parent run's summary still has to be written
+STUDY_TRIAL_VALUE = "trial_value"  # what a trial's value is: {"repeats": K, "aggregate": how} (absent: one seed)
 
 
 def study_run_id_key(trial_number: int) -> str:

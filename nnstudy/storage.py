@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from nnstudy.contract import ATTR_FAIL_REASON, ATTR_HOST, ATTR_PID, TAG_FAIL_REASON, run_id_of
+from nnstudy.contract import ATTR_FAIL_REASON, ATTR_HOST, ATTR_PID, STUDY_TRIAL_VALUE, TAG_FAIL_REASON, run_id_of
 from nnstudy.errors import SpecError, StoreError
 from nnstudy.sampling import ProcessSampler, make_pruner
 from nnstudy.spec import StudySpec
@@ -95,11 +95,35 @@ def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[o
         raise SpecError(spec.path, "[study].directions", f"{spec.directions!r}, but study {spec.name!r} in the "
                         f"storage was created with {stored!r}; allowed: the same directions, or another "
                         "[study].name / --study-name")
+    _same_trial_value(spec, study, created)
     if study.directions[0].name.lower() != spec.direction:
         raise SpecError(spec.path, "[study].direction", f"{spec.direction!r}, but study {spec.name!r} in the "
                         f"storage was created with {study.directions[0].name.lower()!r}; allowed: the same "
                         "direction, or another [study].name / --study-name")
     return study, created
+
+
+def _same_trial_value(spec: StudySpec, study: optuna.Study, created: bool) -> None:
+    """A trial's value is an aggregate over ``[study].repeats`` seeds: a resumed study must mean the same by it,
+    or the sampler would rank a lucky single seed against means of three. The creator records it; a study
+    created before repeats existed (no record) was of one seed."""
+    how = spec.study.aggregate if spec.study.repeats > 1 else "mean"
+    if created:
+        study.set_user_attr(STUDY_TRIAL_VALUE, {"repeats": spec.study.repeats, "aggregate": how})
+        return
+    stored = study.user_attrs.get(STUDY_TRIAL_VALUE)
+    if not isinstance(stored, dict):
+        if spec.study.repeats == 1 or not study.get_trials(deepcopy=False):
+            return  # an older study of one seed, or one whose creator has not written its record yet
+        stored = {"repeats": 1, "aggregate": "mean"}
+    if stored.get("repeats") != spec.study.repeats:
+        raise SpecError(spec.path, "[study].repeats", f"{spec.study.repeats}, but the trials of study {spec.name!r} "
+                        f"in the storage are worth {stored.get('repeats')} seed(s) each; allowed: "
+                        f"{stored.get('repeats')}, or another [study].name / --study-name")
+    if stored.get("aggregate") != how:
+        raise SpecError(spec.path, "[study].aggregate", f"{how!r}, but the trials of study {spec.name!r} in the "
+                        f"storage are valued by the {stored.get('aggregate')!r} of their repeats; allowed: "
+                        f"{stored.get('aggregate')!r}, or another [study].name / --study-name")
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -96,6 +96,29 @@ def test_open_study_of_several_objectives(tmp_path: Path, tiny_spec: Callable[..
     assert err.value.exit_code == 2
 
 
+def test_open_study_refuses_another_number_of_repeats_or_aggregate(tmp_path: Path,
+                                                                    tiny_spec: Callable[..., StudySpec]) -> None:
+    """A trial's value is the aggregate of its repeats: a resumed study must mean the same by it."""
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    three = tiny_spec(study={"repeats": 3})
+    study, _ = open_study(three, make_storage(url))
+    assert study.user_attrs["trial_value"] == {"repeats": 3, "aggregate": "mean"}
+    assert not open_study(three, make_storage(url))[1]  # the same: resumed
+    with pytest.raises(SpecError, match=r"\[study\]\.repeats: 1, but the trials of study 'tiny' in the storage are "
+                                        r"worth 3 seed\(s\) each; allowed: 3, or another") as err:
+        open_study(tiny_spec(), make_storage(url))
+    assert err.value.exit_code == 2
+    with pytest.raises(SpecError, match=r"\[study\]\.aggregate: 'worst', but .* valued by the 'mean' of their "
+                                        r"repeats; allowed: 'mean'"):
+        open_study(tiny_spec(study={"repeats": 3, "aggregate": "worst"}), make_storage(url))
+    # a study made before repeats existed, with trials: its trials are worth one seed
+    older = optuna.create_study(study_name="older", storage=make_storage(url))
+    older.add_trial(optuna.trial.create_trial(value=1.0))
+    assert not open_study(tiny_spec(study={"name": "older"}), make_storage(url))[1]
+    with pytest.raises(SpecError, match=r"\[study\]\.repeats: 2, but .* worth 1 seed\(s\) each"):
+        open_study(tiny_spec(study={"name": "older", "repeats": 2}), make_storage(url))
+
+
 def _running_trial(study: optuna.Study, tracker: Tracker, pid: int, host: str) -> tuple[int, str]:
     experiment = tracker.experiment(study.study_name)
     trial = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})
