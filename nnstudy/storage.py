@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from nnstudy.contract import ATTR_FAIL_REASON, ATTR_HOST, ATTR_PID, STUDY_TRIAL_VALUE, TAG_FAIL_REASON, run_id_of
+from nnstudy.contract import (
+    ATTR_FAIL_REASON,
+    ATTR_HOST,
+    ATTR_PID,
+    STUDY_EXPERIMENT,
+    STUDY_TRIAL_VALUE,
+    TAG_FAIL_REASON,
+    run_id_of,
+)
 from nnstudy.errors import SpecError, StoreError
 from nnstudy.sampling import ProcessSampler, make_pruner
 from nnstudy.spec import StudySpec
@@ -168,7 +176,27 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    return _end_open_runs(study, tracker, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    return sorted(set(_end_open_runs(study, tracker, failed)) | set(_end_orphan_runs(study, tracker, failed)))
+
+
+def _end_orphan_runs(study: optuna.Study, tracker: Tracker, failed: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """End the MLflow runs still RUNNING of failed trials that never learnt their run's id: the process stopped
+    (a full disk, a kill) between making the run and writing its id into the Optuna trial."""
+    experiment = study.user_attrs.get(STUDY_EXPERIMENT)
+    if not failed or not isinstance(experiment, str):
+        return []
+    by_number = {t.number: t for t in failed}
+    repaired = []
+    for number, run_ids in tracker.running_trial_runs(experiment, study.study_name).items():
+        trial = by_number.get(number)
+        if trial is None:
+            continue
+        reason = str(trial.user_attrs.get(ATTR_FAIL_REASON) or "worker-died")
+        for run_id in run_ids:
+            tracker.end_run(run_id, "FAILED" if reason == "disk-full" else "KILLED", {TAG_FAIL_REASON: reason})
+        repaired.append(number)
+    return repaired
 
 
 def end_interrupted_trials(study: optuna.Study, tracker: Tracker, pids: Collection[int], *,

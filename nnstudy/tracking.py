@@ -152,6 +152,18 @@ class Tracker:
                                            f"and tags.`{TAG_TRIAL}` = '{trial_number}'", max_results=1)
         return str(found[0].info.run_id) if found else None
 
+    def running_trial_runs(self, experiment_id: str, study_name: str) -> dict[int, list[str]]:
+        """The trial runs of a study still RUNNING in MLflow, by trial number."""
+        found = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_STUDY}` = '{study_name}' and tags.`{TAG_ROLE}` = "
+                                           f"'{ROLE_TRIAL}' and attributes.status = 'RUNNING'", max_results=10_000)
+        runs: dict[int, list[str]] = {}
+        for run in found:
+            number = str(run.data.tags.get(TAG_TRIAL, ""))
+            if number.isdigit():
+                runs.setdefault(int(number), []).append(str(run.info.run_id))
+        return runs
+
     def end_run(self, run_id: str, status: RunStatus, tags: dict[str, str] | None = None) -> None:
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

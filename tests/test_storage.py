@@ -17,6 +17,7 @@ from nnstudy.contract import (
     ATTR_HOST,
     ATTR_PID,
     ATTR_RUN_ID,
+    STUDY_EXPERIMENT,
     TAG_FAIL_REASON,
 )
 from nnstudy.errors import SpecError, StoreError
@@ -151,6 +152,28 @@ def test_recover_fails_a_dead_workers_trial_ends_its_run_and_queues_a_retry(
         assert tracker.run_status(run_id) == "RUNNING"
     retries = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
     assert len(retries) == 1 and retries[0].params == trials[dead].params  # max_retries = 1: one re-run queued
+
+
+def test_recover_ends_the_run_of_a_failed_trial_that_never_learnt_its_run_id(
+        tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., StudySpec]) -> None:
+    """A full disk (or a kill) between making a trial's run and writing its id into the Optuna trial: the next
+    run's recovery still ends that run (the CI of this change caught one left RUNNING after a full disk)."""
+    spec = tiny_spec()
+    study, _ = open_study(spec, storage_for(spec, f"sqlite:///{tmp_path}/optuna.db"))
+    experiment = tracker.experiment(study.study_name)
+    study.set_user_attr(STUDY_EXPERIMENT, experiment)
+    trial = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})
+    orphan = tracker.create_child_run(experiment, None, study.study_name, trial.number, params={}, tags={})
+    other = study.ask({"units": optuna.distributions.CategoricalDistribution([8, 16])})  # still running elsewhere
+    running = tracker.create_child_run(experiment, None, study.study_name, other.number, params={}, tags={})
+    other.set_user_attr(ATTR_HOST, "another-host")
+    trial.set_user_attr(ATTR_FAIL_REASON, "disk-full")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert recover_stale_trials(study, tracker) == [trial.number]
+    run = tracker.client.get_run(orphan)
+    assert run.info.status == "FAILED" and run.data.tags[TAG_FAIL_REASON] == "disk-full"
+    assert tracker.run_status(running) == "RUNNING"  # its trial is not over
+    assert recover_stale_trials(study, tracker) == []  # nothing left to end
 
 
 def test_recover_is_a_no_op_the_second_time_and_skips_runs_deleted_from_mlflow(
