@@ -43,6 +43,20 @@ def cli() -> None:
     """Hyperparameter studies for Keras models: Optuna searches, MLflow records every run."""
 
 
+class _Workers(click.ParamType):  # type: ignore[type-arg]
+    """``--workers``: ``auto`` or an integer >= 1."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r}: allowed: auto or an integer >= 1", param, ctx)
+
+
 def _study_overrides(**values: Any) -> dict[str, dict[str, Any]]:
     study = {k: v for k, v in values.items() if v is not None}
     if "study_name" in study:
@@ -64,8 +78,9 @@ def _study_overrides(**values: Any) -> dict[str, dict[str, Any]]:
               help="Defaults to [study].pruner.")
 @click.option("--enqueue", "enqueue_file", type=click.Path(path_type=Path),
               help="JSON list of parameter dicts to try first.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes on this machine, sharing the cores (the trial count stays exact).")
+@click.option("--workers", type=_Workers(), default="auto", show_default=True, envvar="NNSTUDY_WORKERS",
+              help="Worker processes on this machine, sharing the cores (the trial count stays exact); auto: one "
+                   "per core (at most one per trial), or 1 where there is a GPU or a single core.")
 @click.option("--gpus", help="GPUs to place workers on, e.g. 0,1 or all (CUDA_VISIBLE_DEVICES per worker).")
 @click.option("--trials-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing each GPU.")
@@ -74,7 +89,7 @@ def _study_overrides(**values: Any) -> dict[str, dict[str, Any]]:
 @click.option("--no-progress", is_flag=True, help="Hide the live progress display.")
 def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str | None, storage: str | None,
         tracking_uri: str | None, seed: int | None, sampler: str | None, pruner: str | None,
-        enqueue_file: Path | None, workers: int, gpus: str | None, trials_per_gpu: int, backend: str | None,
+        enqueue_file: Path | None, workers: int | str, gpus: str | None, trials_per_gpu: int, backend: str | None,
         no_progress: bool) -> None:
     """Run a study from SPEC (a TOML file), or add trials to it if it exists.
 
@@ -95,7 +110,7 @@ def run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str
 
 def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: str | None, storage: str | None,
          tracking_uri: str | None, seed: int | None, sampler: str | None, pruner: str | None,
-         enqueue_file: Path | None, workers: int, gpus: str | None, trials_per_gpu: int, backend: str | None,
+         enqueue_file: Path | None, workers: int | str, gpus: str | None, trials_per_gpu: int, backend: str | None,
          no_progress: bool) -> None:
     from nnstudy.spec import load_spec
 

@@ -257,6 +257,35 @@ def _figure_of(axes: Any) -> Any:
     return first.figure
 
 
+def import_plotting() -> None:
+    """Import what the report draws with (seconds of a study's end otherwise): a process with a core to
+    spare -- the parent while the last trials run -- calls this, so the report at the end only draws."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import optuna.importance  # noqa: F401
+    import optuna.visualization  # noqa: F401
+    import optuna.visualization.matplotlib  # noqa: F401
+    import plotly.graph_objects  # noqa: F401
+
+
+class _ImportanceOnce(optuna.importance.BaseImportanceEvaluator):
+    """Optuna's default importance evaluator (fANOVA), computed once for both drawings of the
+    param_importances plot (the HTML and the PNG): the forest is the slow part of the report."""
+
+    def __init__(self) -> None:
+        self._evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        self._done: dict[Any, dict[str, float]] = {}
+
+    def evaluate(self, study: optuna.Study, params: list[str] | None = None, *,
+                 target: Callable[[optuna.trial.FrozenTrial], float] | None = None) -> dict[str, float]:
+        key = (tuple(params) if params is not None else None, target)
+        if key not in self._done:
+            self._done[key] = self._evaluator.evaluate(study, params, target=target)
+        return dict(self._done[key])
+
+
 def write_report(study: optuna.Study, out_dir: Path, *, client: MlflowClient, metric: str, top: int = 5) -> list[Path]:
     """Write the report files of ``study`` into ``out_dir`` (created) and return their paths.
 
@@ -317,7 +346,9 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
     ]
     # several objectives: Optuna's plots show the first, the study metric
     target: dict[str, Any] = {"target": first_value} if multi else {}
+    importance = _ImportanceOnce()
     for name, interactive, static, reason in plots:
+        options = {**target, **({"evaluator": importance} if name == "param_importances" else {})}
         if reason is not None:
             skip(name, f"{name} skipped: {reason}")
             continue
@@ -325,9 +356,9 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)  # matplotlib on one-valued axes of tiny studies
-                interactive(study, target_name=metric, **target).write_html(out_dir / f"{name}.html",
-                                                                            include_plotlyjs="directory")
-                fig = _figure_of(static(study, target_name=metric, **target))
+                interactive(study, target_name=metric, **options).write_html(out_dir / f"{name}.html",
+                                                                             include_plotlyjs="directory")
+                fig = _figure_of(static(study, target_name=metric, **options))
                 fig.savefig(out_dir / f"{name}.png", dpi=90, bbox_inches="tight")
                 plt.close(fig)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # optuna refuses degenerate studies

@@ -24,12 +24,13 @@ from nnstudy.errors import DiskFull, StudyInterrupted, error_chain, is_disk_full
 from nnstudy.interrupts import GATE
 from nnstudy.parent import finish_parent
 from nnstudy.progress import StudyProgress
+from nnstudy.report import import_plotting
 from nnstudy.spec import StudySpec
 from nnstudy.storage import end_interrupted_trials, recover_stale_trials
 from nnstudy.store import Store, resolve_store, write_problem
 from nnstudy.sync import sync_records
 from nnstudy.tracking import check_reachable
-from nnstudy.workers import plan_workers, run_workers
+from nnstudy.workers import WorkerPool, plan_workers, resolve_workers, run_workers
 
 
 @dataclass
@@ -64,11 +65,14 @@ class StudyOutcome:
 
 def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
               extra_enqueue: list[dict[str, Any]] | None = None, show_progress: bool = True,
-              workers: int = 1, gpus: list[str] | None = None, trials_per_gpu: int = 1) -> StudyOutcome:
+              workers: int | str = 1, gpus: list[str] | None = None, trials_per_gpu: int = 1) -> StudyOutcome:
     """Run (or resume) the study of ``spec``: adds ``[study].n_trials`` trials.
 
     ``workers > 1`` (or ``gpus``) runs the trials in that many worker processes, each with its
-    share of the threads (or its GPU slot); the total number of new trials stays exact.
+    share of the threads (or its GPU slot); the total number of new trials stays exact. ``"auto"``
+    (the command line's default) starts one per core on a machine without a GPU
+    (:func:`nnstudy.workers.auto_workers`); worker processes are spawned, so a script that calls this
+    with workers must guard its top level with ``if __name__ == "__main__":``.
     Defaults: the local store under ``./mlruns``, one process, a progress display on stderr.
 
     Raises:
@@ -76,13 +80,30 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
         StudyInterrupted: Ctrl-C / SIGTERM; finished trials are kept, the running ones are FAIL.
     """
     store = resolve_store(storage, tracking_uri)
+    plans = plan_workers(resolve_workers(workers, spec.study.n_trials), gpus=gpus, trials_per_gpu=trials_per_gpu)
+    recycle = spec.study.trials_per_process
+    in_process = len(plans) == 1 and not plans[0].env and (recycle == 0 or spec.study.n_trials <= recycle)
+    # worker processes start now: they import Keras while this process validates and creates the stores
+    pool = None if in_process else WorkerPool(plans, spec.train.backend)
+    try:
+        ctx, before = _run(spec, store, pool, extra_enqueue, show_progress)
+    finally:
+        if pool is not None:
+            pool.close()
+    return StudyOutcome(study=ctx.study, store=store, parent_run_id=ctx.parent_id, experiment_id=ctx.experiment_id,
+                        new_trials=len(ctx.study.get_trials(deepcopy=False)) - before, data=ctx.data)
+
+
+def _run(spec: StudySpec, store: Store, pool: WorkerPool | None, extra_enqueue: list[dict[str, Any]] | None,
+         show_progress: bool) -> tuple[StudyContext, int]:
+    """Validate, create the stores, run the trials (here, or in the pool's workers), end the parent run;
+    returns the context and the number of trials the study had before."""
     data = prepare(spec)  # validates the data and the model before any store exists
     checked = check_model(spec, data.input_shape, data.task, data.n_classes, data.x_train[:2])
     if "warning" in checked:
         print(f"warning: {checked['warning']}", file=sys.stderr)
     if spec.checkpoint_warning:
         print(f"warning: {spec.checkpoint_warning}", file=sys.stderr)
-    plans = plan_workers(workers, gpus=gpus, trials_per_gpu=trials_per_gpu)
     check_reachable(store.tracking_uri)
     store.check_files()
     store.check_databases()
@@ -100,20 +121,19 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
         progress = StudyProgress(spec.study.n_trials, spec.train.max_epochs, spec.study.metric, enabled=show_progress)
         try:
             with progress:
-                recycle = spec.study.trials_per_process
                 GATE.check()
-                if len(plans) == 1 and not plans[0].env and (recycle == 0 or spec.study.n_trials <= recycle):
+                if pool is None:
                     ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress)
                 else:
-                    run_workers(ctx, plans, progress=progress, trials_per_process=recycle)
+                    run_workers(ctx, pool, progress=progress, trials_per_process=spec.study.trials_per_process,
+                                on_tail=import_plotting)
         except KeyboardInterrupt:
             raise _interrupted(ctx) from None
         except BaseException:
             ctx.tracker.end_run(ctx.parent_id, "FAILED")
             raise
         _finish(ctx)
-    return StudyOutcome(study=ctx.study, store=store, parent_run_id=ctx.parent_id, experiment_id=ctx.experiment_id,
-                        new_trials=len(ctx.study.get_trials(deepcopy=False)) - before, data=data)
+    return ctx, before
 
 
 class _FullDisk:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from nnstudy.contract import ATTR_FAIL_REASON, ATTR_PID
 from nnstudy.runtime import thread_env
@@ -56,6 +56,42 @@ def detect_gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+#: memory a CPU worker process is given room for when ``--workers auto`` decides how many to start (a
+#: worker's TensorFlow runtime, the prepared data and a small model take ~0.6-1 GiB)
+AUTO_WORKER_MEMORY = 1 << 30
+
+
+def auto_workers(n_trials: int, *, cores: int | None = None, gpus: list[str] | None = None,
+                 available_memory: int | None = None) -> int:
+    """How many worker processes ``--workers auto`` starts: one per core this process may use (its CPU
+    affinity, as a container's cpuset limits it), at most one per new trial and per GiB of available
+    memory; 1 (trials in this process) on a machine with a GPU, where one process trains on it, or with
+    a single core.
+
+    Small Keras models use about one core each, so a study with several workers of one thread each
+    runs its trials side by side; a trial's curve does not depend on the worker it runs in."""
+    present = detect_gpus() if gpus is None else gpus
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    if present or cores <= 1 or n_trials <= 1:
+        return 1
+    if available_memory is None:
+        import psutil
+
+        available_memory = int(psutil.virtual_memory().available)
+    return max(1, min(cores, n_trials, available_memory // AUTO_WORKER_MEMORY))
+
+
+def resolve_workers(workers: int | str, n_trials: int) -> int:
+    """``workers`` as a count: an integer >= 1 as it is, ``"auto"`` as :func:`auto_workers` decides."""
+    if workers == "auto":
+        return auto_workers(n_trials)
+    if isinstance(workers, str):
+        if not workers.strip().isdigit():
+            raise UserInputError(f"--workers {workers}: allowed: auto or an integer >= 1")
+        workers = int(workers)
+    return workers
 
 
 def plan_workers(workers: int = 1, *, gpus: list[str] | None = None, trials_per_gpu: int = 1,
@@ -107,9 +143,13 @@ def split_trials(n_trials: int, n_workers: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(n_workers)]
 
 
-def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[str, str], n_trials: int,
-                 timeout: float | None) -> None:
+def _worker_main(conn: Any, env: dict[str, str], backend: str) -> None:
     """Entry point of a worker process (spawned: nothing of Keras is imported yet).
+
+    It sets its environment (threads, GPU), imports its Keras backend and nnstudy's trial pipeline at
+    once -- while the parent still validates the spec and data and creates the stores -- then waits on
+    ``conn`` for its task: ``(spec, store, data, n_trials, timeout)``, or ``None`` (the study did not
+    start: exit 0 having written nothing).
 
     It starts with SIGINT ignored (see :func:`nnstudy.interrupts.sigint_ignored`): a Ctrl-C before the gate
     below is installed reaches the parent, which stops it with SIGTERM. Exits 130 when interrupted, its
@@ -121,10 +161,19 @@ def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[st
         from nnstudy import runtime
 
         os.environ.update(env)
-        runtime.configure(spec.train.backend, import_keras=True)
+        runtime.configure(backend, import_keras=True)
         from nnstudy.context import open_context
         from nnstudy.storage import end_interrupted_trials
 
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone before the study started
+            task = None
+        finally:
+            conn.close()
+        if task is None:
+            return
+        spec, store, data, n_trials, timeout = task
         with GATE.critical():
             ctx = open_context(spec, store, data)
             try:
@@ -143,6 +192,54 @@ def _worker_main(spec: StudySpec, store: Store, data: PreparedData, env: dict[st
                 sys.exit(DISK_FULL_EXIT)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+class WorkerPool:
+    """The worker processes of a study, started early.
+
+    Starting a worker costs seconds (a fresh Python importing TensorFlow, MLflow and Optuna), so the
+    pool spawns one per plan when it is made -- before the parent prepares the data and creates the
+    stores -- and :meth:`take` hands a started one its trials; a later :meth:`take` for the same plan
+    (recycling, a killed worker replaced) starts a fresh one. :meth:`close` ends the workers that never
+    got a task (the study stopped before them: bad data, Ctrl-C): they wrote nothing."""
+
+    def __init__(self, plans: list[WorkerPlan], backend: str) -> None:
+        self.plans, self.backend = plans, backend
+        self._spawn = multiprocessing.get_context("spawn")
+        self._waiting: dict[int, tuple[Any, Any]] = {}
+        for i in range(len(plans)):
+            self._waiting[i] = self._start(i)
+
+    def _start(self, i: int) -> tuple[Any, Any]:
+        from nnstudy.interrupts import sigint_ignored
+
+        ours, theirs = self._spawn.Pipe(duplex=False)
+        proc = self._spawn.Process(target=_worker_main, name=f"nnstudy-{self.plans[i].name}", daemon=False,
+                                   args=(ours, self.plans[i].env, self.backend))
+        with sigint_ignored():  # inherited: the child takes Ctrl-C only once it can record it
+            proc.start()
+        ours.close()
+        return proc, theirs
+
+    def take(self, i: int, task: tuple[Any, ...]) -> Any:
+        """Give plan ``i``'s worker (started already, else now) its task; returns its process."""
+        proc, conn = self._waiting.pop(i) if i in self._waiting else self._start(i)
+        try:
+            conn.send(task)
+        except (BrokenPipeError, EOFError, OSError):
+            pass  # it died before it could take the task: the caller sees its exit code
+        finally:
+            conn.close()
+        return proc
+
+    def close(self) -> None:
+        """End the workers still waiting for a task (they hold nothing yet: killed at once)."""
+        for proc, conn in self._waiting.values():
+            conn.close()
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=10)
+        self._waiting.clear()
 
 
 #: seconds the parent waits for interrupted workers to record their trials before it kills them
@@ -164,9 +261,13 @@ def _stop(procs: list[Any], wait_s: float = STOP_WAIT_S) -> None:
             proc.join(timeout=10)
 
 
-def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyProgress | None = None,
-                trials_per_process: int = 0, poll_s: float = 0.5) -> None:
-    """Run the study's new trials in one process per plan; return when all have ended.
+def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress | None = None,
+                trials_per_process: int = 0, poll_s: float = 0.5,
+                on_tail: Callable[[], None] | None = None) -> None:
+    """Run the study's new trials in the pool's processes, one per plan; return when all have ended.
+
+    ``on_tail`` is called once, in this process, when the study's last trials run and a core is free (a
+    worker has ended with nothing left to start): the end of the study can get ready there.
 
     With ``trials_per_process > 0`` a worker process exits after that many trials and a fresh one
     takes over its share: TensorFlow keeps a few MB per traced model for the life of a process,
@@ -180,10 +281,10 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
     """
     import optuna
 
-    from nnstudy.interrupts import GATE, sigint_ignored
+    from nnstudy.interrupts import GATE
     from nnstudy.storage import end_interrupted_trials, recover_stale_trials
 
-    spawn = multiprocessing.get_context("spawn")
+    plans = pool.plans
     remaining = split_trials(ctx.spec.study.n_trials, len(plans))
     deadline = time.monotonic() + ctx.spec.study.timeout if ctx.spec.study.timeout else None
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -200,10 +301,7 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
             return
         count = min(remaining[i], trials_per_process) if trials_per_process > 0 else remaining[i]
         remaining[i] -= count
-        proc = spawn.Process(target=_worker_main, name=f"nnstudy-{plans[i].name}", daemon=False,
-                             args=(ctx.spec, ctx.store, ctx.data, plans[i].env, count, left))
-        with sigint_ignored():  # inherited: the child takes Ctrl-C only once it can record it
-            proc.start()
+        proc = pool.take(i, (ctx.spec, ctx.store, ctx.data, count, left))
         running[i] = proc
         started.append(proc)
         assert proc.pid is not None
@@ -244,6 +342,9 @@ def run_workers(ctx: StudyContext, plans: list[WorkerPlan], *, progress: StudyPr
                             ended.append(proc)
                             if proc.exitcode == 0:
                                 start(i)  # a fresh process for the rest of this worker's share
+                if on_tail is not None and len(running) < len(plans) and not any(r > 0 for r in remaining):
+                    on_tail()
+                    on_tail = None
                 show()
                 time.sleep(poll_s)
     except KeyboardInterrupt:

@@ -26,6 +26,10 @@ from nnstudy.storage import make_storage
 if TYPE_CHECKING:
     from nnstudy.tracking import Tracker
 
+# `nnstudy run` defaults to one worker process per core (`--workers auto`): the suite's tiny studies run in one
+# process unless a test asks for workers (tests/test_workers.py checks the default with this unset)
+os.environ.setdefault("NNSTUDY_WORKERS", "1")
+
 # --------------------------------------------------------------------------- unit-test fixtures
 
 

@@ -405,6 +405,15 @@ CASES: list[Case] = [
          args=("--sampler", "cmaes"), names=None),
     Case("cli-n-trials-not-an-integer", VALID, ("--n-trials", "'ten'", "not a valid integer"),
          args=("--n-trials", "ten"), names=None),
+    Case("cli-workers-zero", VALID, ("--workers", "'0'", "allowed: auto or an integer >= 1"),
+         args=("--workers", "0"), names=None),
+    Case("cli-workers-a-word", VALID, ("--workers", "'many'", "allowed: auto or an integer >= 1"),
+         args=("--workers", "many"), names=None),
+    Case("env-workers-negative", VALID, ("--workers", "'-2'", "allowed: auto or an integer >= 1"),
+         env=(("NNSTUDY_WORKERS", "-2"),), names=None),
+    # the workers start before the data is read (they import Keras meanwhile): stopped, nothing written
+    Case("data-header-only-with-workers", "data_header_only.toml", ("has a header but no rows", ALLOWED),
+         args=("--workers", "2"), names=_data("header_only.csv")),
     # ------------------------------------------------------------------ --enqueue files
     Case("enqueue-file-not-json", VALID, ("--enqueue", "not valid JSON", ALLOWED),
          args=("--enqueue", "{corpus}/enqueue/not_json.json"), names="enqueue/not_json.json"),

@@ -1,7 +1,8 @@
-"""Worker processes: placement plans (unit) and a real 2-worker study (end to end)."""
+"""Worker processes: placement plans and ``auto`` (unit), real studies on 1, 2 and 4 workers (end to end)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -11,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from nnstudy.cli import cli
 from nnstudy.errors import UserInputError
-from nnstudy.workers import plan_workers, split_trials
+from nnstudy.workers import AUTO_WORKER_MEMORY, auto_workers, plan_workers, resolve_workers, split_trials
 
 
 def test_split_is_exact_and_balanced() -> None:
@@ -57,8 +58,94 @@ def test_bad_worker_arguments_are_user_errors() -> None:
         plan_workers(gpus=["3"], available_gpus=["0", "1"])
 
 
+def test_auto_starts_one_worker_per_core_where_it_pays() -> None:
+    memory = 64 * AUTO_WORKER_MEMORY
+    assert auto_workers(16, cores=2, gpus=[], available_memory=memory) == 2
+    assert auto_workers(3, cores=8, gpus=[], available_memory=memory) == 3  # never more workers than trials
+    assert auto_workers(16, cores=8, gpus=[], available_memory=3 * AUTO_WORKER_MEMORY + 1) == 3  # nor than GiBs free
+    assert auto_workers(16, cores=1, gpus=[], available_memory=memory) == 1  # one core: trials in this process
+    assert auto_workers(1, cores=8, gpus=[], available_memory=memory) == 1
+    assert auto_workers(16, cores=8, gpus=["0"], available_memory=memory) == 1  # a GPU: one process trains on it
+    assert auto_workers(16, cores=8, gpus=[], available_memory=AUTO_WORKER_MEMORY // 2) == 1
+
+
+def test_resolve_workers_takes_a_count_or_auto() -> None:
+    assert resolve_workers(3, 10) == 3
+    assert resolve_workers("4", 10) == 4
+    assert 1 <= resolve_workers("auto", 10) <= len(os.sched_getaffinity(0))
+    with pytest.raises(UserInputError, match="--workers lots: allowed: auto or an integer >= 1"):
+        resolve_workers("lots", 10)
+
+
+_FIXED = """
+[study]
+name = "fixed"
+n_trials = 4
+pruner = "none"
+[data]
+source = "pass_fail"
+n_samples = 300
+[train]
+max_epochs = 3
+[search]
+learning_rate = { low = 1e-3, high = 1e-1, log = true }
+units = [8, 16]
+dropout = { low = 0.0, high = 0.3 }
+depth = 1
+""" + "".join(f"""[[enqueue]]
+learning_rate = {lr}
+units = {units}
+dropout = {dropout}
+""" for lr, units, dropout in [(0.01, 8, 0.0), (0.05, 16, 0.2), (0.002, 16, 0.1), (0.09, 8, 0.3)])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("workers", "n_trials"), [(2, 5), (4, 6)])
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="auto starts workers only on a machine of 2+ cores")
+def test_by_default_a_study_uses_every_core_with_the_values_of_one_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --workers: one worker per core (this suite sets NNSTUDY_WORKERS=1, unset here); each of the fixed
+    (enqueued) trials gets the value one process gives it: its seed decides its curve, not its worker."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    values = {}
+    for variant in ("auto", "1"):
+        work = tmp_path / variant
+        work.mkdir()
+        monkeypatch.chdir(work)
+        (work / "f.toml").write_text(_FIXED)
+        if variant == "auto":
+            monkeypatch.delenv("NNSTUDY_WORKERS", raising=False)
+        else:
+            monkeypatch.setenv("NNSTUDY_WORKERS", variant)
+        result = CliRunner().invoke(cli, ["run", "f.toml", "--no-progress"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        trials = optuna.load_study(study_name="fixed", storage="sqlite:///mlruns/optuna.db").get_trials()
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+        expected = min(4, len(os.sched_getaffinity(0))) if variant == "auto" else 1
+        assert len({t.user_attrs["pid"] for t in trials}) == expected
+        values[variant] = {t.number: (t.params, t.value) for t in trials}
+    assert values["auto"] == values["1"]
+
+
+def test_workers_started_for_bad_data_are_stopped_and_nothing_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers start before the data is read: bad data stops them (none left running) and no store exists."""
+    import psutil
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "rows.csv").write_text("lectures,hours,passed\n")
+    (tmp_path / "bad.toml").write_text('[data]\nsource = "rows.csv"\ntarget = "passed"\n')
+    result = CliRunner().invoke(cli, ["run", "bad.toml", "--workers", "2", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "rows.csv" in result.output and "no rows" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "rows.csv"]
+    workers = [c for c in psutil.Process().children(recursive=True)
+               if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(c.cmdline())]
+    assert workers == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("workers", "n_trials"), [(4, 6)])
 def test_workers_give_exact_counts_and_one_child_run_per_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                workers: int, n_trials: int) -> None:
     """Several processes on one SQLite store: exact count, unique numbers, one parent, no lock errors."""
