@@ -73,6 +73,7 @@ TAG_MODEL_ERROR = "nnstudy.model_error"
 TAG_DEVICE = "nnstudy.device"
 TAG_THREADS = "nnstudy.threads"  # intra-op threads of the process that trained: reproduce uses as many
 TAG_DATA_DIGEST = "nnstudy.data_digest"
+TAG_REUSED_COMPILED = "nnstudy.reused_compiled"  # "true": trained an earlier trial's traced model ([train].reuse_compiled)
 TAG_RETRY_OF_TRIAL = "nnstudy.retry_of_trial"
 TAG_RETRY_OF_RUN = "nnstudy.retry_of_run"
 TAG_RETRIED_BY = "nnstudy.retried_by"

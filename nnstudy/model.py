@@ -13,11 +13,14 @@ categorical cross-entropy, or linear + mean squared error.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import keras
+
+from nnstudy.compiled import CompiledModels, kernels_kept
 
 if TYPE_CHECKING:
     import optuna
@@ -96,7 +99,9 @@ def compile_model(model: keras.Model, params: dict[str, Any], *, task: str, step
 
 @dataclass
 class ModelFactory:
-    """Makes the compiled model of each trial the spec's way (see the module docstring)."""
+    """Makes the compiled model of each trial the spec's way (see the module docstring); with
+    ``[train].reuse_compiled`` the model of an earlier trial of the same shapes, holding the state this
+    trial's own model was built with (:mod:`nnstudy.compiled`), given back by :meth:`give_back`."""
 
     spec: StudySpec
     input_shape: tuple[int, ...]
@@ -107,8 +112,13 @@ class ModelFactory:
     _builder: Callable[..., Any] | None = field(default=None, init=False)
     #: the parameters of the last model built: the [search] values it used, plus a builder's ``hp.values``
     last_params: dict[str, Any] = field(default_factory=dict, init=False)
+    #: whether the last model built is an earlier trial's compiled model ([train].reuse_compiled)
+    last_reused: bool = field(default=False, init=False)
+    compiled: CompiledModels | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.spec.train.reuse_compiled:
+            self.compiled = CompiledModels()
         model = self.spec.model
         if model.layers is not None:
             self._template = self.spec.layer_template()
@@ -124,8 +134,10 @@ class ModelFactory:
     def build(self, params: dict[str, Any], trial: optuna.Trial | optuna.trial.FixedTrial, *, seed: int,
               steps_per_execution: int = 1) -> keras.Model:
         """Seed Keras, build and compile one trial's model (a builder asks ``trial`` for its parameters)."""
-        keras.backend.clear_session(free_memory=False)  # the study runs gc.collect() once after each trial
-        keras.utils.set_random_seed(seed)
+        # (reused traces keep their instantiated kernels: see kernels_kept)
+        with kernels_kept() if self.compiled is not None else contextlib.nullcontext():
+            keras.backend.clear_session(free_memory=False)  # the study runs gc.collect() once after each trial
+            keras.utils.set_random_seed(seed)
         compiled_with: tuple[Any, Any] = (None, None)
         self.last_params = dict(params)
         if self._template is not None:
@@ -153,7 +165,16 @@ class ModelFactory:
                                 target_mean=self.target_mean)
         compile_model(model, params, task=self.task, steps_per_execution=steps_per_execution,
                       optimizer=compiled_with[0], loss=compiled_with[1])
+        self.last_reused = False
+        if self.compiled is not None:  # an earlier trial's traced model of these shapes, given this one's state
+            model, self.last_reused = self.compiled.lend(model)
         return model
+
+    def give_back(self, keep: bool = True) -> None:
+        """The trial has ended: the compiled models it trained may serve later trials (``keep``; after a
+        failed training they are dropped). Until then a trial's model is its own."""
+        if self.compiled is not None:
+            self.compiled.give_back(keep)
 
     def _from_builder(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> tuple[keras.Model, dict[str, Any]]:
         from nnstudy.builder import ModelInfo, call_builder

@@ -45,6 +45,7 @@ from nnstudy.contract import (
     ATTR_SEED,
     ATTR_STOPPED_EPOCH,
     TAG_DATA_DIGEST,
+    TAG_REUSED_COMPILED,
     TAG_DEVICE,
     TAG_THREADS,
     TAG_DIAGNOSIS,
@@ -114,7 +115,7 @@ def report_epoch(trial: TrialLike, value: float, step: int) -> bool:
 
 
 #: [train] settings that do not change a training's curve: a checkpoint written under others is still resumed
-NOT_CURVE_SETTINGS = {"checkpoint_every", "system_metrics", "system_metrics_interval"}
+NOT_CURVE_SETTINGS = {"checkpoint_every", "system_metrics", "system_metrics_interval", "reuse_compiled"}
 
 
 def curve_settings(spec: StudySpec) -> dict[str, Any]:
@@ -169,6 +170,8 @@ class Objective:
         finally:  # however the trial ended (an error before its run was finished too), its system metrics stop
             if self.last_recorder is not None:
                 self.last_recorder.close()
+            # its trained model (result.model) may now train a later trial: kept unless the training failed
+            self.models.give_back(keep=self.last_result is not None)
 
     def _trial(self, trial: TrialLike) -> float | tuple[float, ...]:
         spec, metric = self.spec, self.spec.study.metric
@@ -203,6 +206,8 @@ class Objective:
         checkpoint, resume = self._checkpoint(trial, params, seed, model)
         if resume is not None:
             retry_tags = {**retry_tags, TAG_RESUMED_FROM: str(resume.epoch)}
+        if self.models.compiled is not None:
+            retry_tags = {**retry_tags, TAG_REUSED_COMPILED: str(self.models.last_reused).lower()}
         rec = self._start(trial, params, seed, retry_tags)
         self._log_model(trial, rec, model)
 

@@ -225,6 +225,7 @@ class TrainSection(_Section):
     system_metrics: bool = True  # MLflow's system/* metrics (CPU, memory, disk, network, GPU) on every trial run
     system_metrics_interval: float = Field(default=1.0, ge=1, le=3600, allow_inf_nan=False)  # seconds per sample
     checkpoint_every: Optional[int] = Field(default=None, ge=1, le=100_000)  # epochs; a dead worker's trial resumes
+    reuse_compiled: bool = True  # TensorFlow: a trial reuses the traced functions of an earlier one of its shapes
 
     @property
     def checkpoint_warning(self) -> str | None:

@@ -117,3 +117,55 @@ def test_predict_rejects_missing_columns(study_dir: Path, monkeypatch: pytest.Mo
     code, out = _invoke(study_dir, monkeypatch, "predict", "--input", "bad.csv")
     assert code == 2
     assert "project_hours" in out and "Traceback" not in out
+
+
+REUSED_SPEC = """
+[study]
+name = "reused"
+n_trials = 3
+pruner = "none"
+seed = 4
+
+[data]
+source = "pass_fail"
+n_samples = 300
+
+[train]
+max_epochs = 4
+
+[search]
+learning_rate = { low = 1e-3, high = 5e-2, log = true }
+optimizer = "adagrad"
+dropout = { low = 0.1, high = 0.5 }
+depth = 2
+units = 8
+batch_size = 16
+"""
+
+
+def test_a_trial_trained_on_a_reused_compiled_model_reproduces_exactly_in_a_fresh_process(tmp_path: Path) -> None:
+    """Every trial after the first trains the first one's traced model (only the learning and dropout rates
+    differ); ``nnstudy reproduce`` of the last, in a new process that traces anew, draws its curve exactly."""
+    import subprocess
+    import sys
+
+    (tmp_path / "reused.toml").write_text(REUSED_SPEC)
+    stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    nnstudy = [str(Path(sys.executable).parent / "nnstudy")]
+    done = subprocess.run([*nnstudy, "run", "reused.toml", "--no-progress", *stores], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    study = optuna.load_study(study_name="reused", storage=f"sqlite:///{tmp_path}/optuna.db")
+    tags = [client.get_run(t.user_attrs["mlflow_run_id"]).data.tags for t in study.trials]
+    assert [t.get("nnstudy.reused_compiled") for t in tags] == ["false", "true", "true"]
+    done = subprocess.run([*nnstudy, "reproduce", "--study-name", "reused", "--trial", "2", *stores], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "max abs difference of val_loss: 0.0" in done.stdout
+    new = client.get_run(client.get_run(study.trials[2].user_attrs["mlflow_run_id"]).data.tags["nnstudy.reproduced_by"])
+    assert new.data.tags.get("nnstudy.reused_compiled") == "false"  # a fresh process: traced anew
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        curves = [sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+                  for run_id in (study.trials[2].user_attrs["mlflow_run_id"], new.info.run_id)]
+        assert curves[0] == curves[1] and len(curves[0]) == 4

@@ -250,3 +250,141 @@ def test_objective_values_and_the_prediction_latency_of_the_restored_model(
     assert result.objective_values(names) == (result.value("val_loss"), 33.0, result.latency_ms)
     assert 0 < result.latency_ms < 1000  # milliseconds per row: a few batches of 5 rows each
     assert math.isnan(prediction_latency_ms(result.model, data.x_val[:0], 5))
+
+
+# --------------------------------------------------------------------------- reused compiled models ([train].reuse_compiled)
+
+#: one configuration per optimizer, dropout on and off, learning rates that differ: one trace per optimizer and
+#: dropout on/off, every later configuration of the same shapes trains an earlier trial's traced model
+REUSED = [{**PARAMS, "depth": 2, "batch_size": 8, "optimizer": name, "learning_rate": lr, "dropout": dropout}
+          for name in ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
+          for lr, dropout in ((0.01, 0.2), (0.05, 0.35), (0.02, 0.0), (0.03, 0.0))]
+
+
+def _trials(spec: StudySpec, trials: list[dict[str, Any]], data: PreparedData) -> list[tuple[Any, ...]]:
+    """Train each configuration as a study's trial does (seed 100 + i), through one factory; returns each
+    trial's curves, test metrics, restored weights and whether its model was reused."""
+    pipeline = InputPipeline(data, spec.train)
+    factory = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean)
+    out = []
+    for i, params in enumerate(trials):
+        model = factory.build(params, optuna.trial.FixedTrial(params), seed=100 + i,
+                              steps_per_execution=pipeline.steps_per_execution(int(params["batch_size"])))
+        result = train(data, params, spec.train, model=model, metric="val_loss", direction="minimize", seed=100 + i,
+                       pipeline=pipeline)
+        out.append((result.history, result.test_metrics, [w.copy() for w in result.model.get_weights()],
+                    factory.last_reused))
+        factory.give_back()
+    return out
+
+
+def test_a_trial_on_a_reused_compiled_model_draws_the_fresh_models_curve(
+        tiny_spec: Callable[..., StudySpec]) -> None:
+    """Five optimizers, dropout on and off, learning and dropout rates that differ from the traced model's:
+    every curve, test metric and restored weight equals, bit for bit, that of the trial's own fresh model
+    (``reuse_compiled = false``); each configuration after the first of its shapes was trained reused."""
+    spec = tiny_spec(train={"max_epochs": 3, "early_stopping_patience": 1})
+    data = prepare(spec)
+    reused = _trials(spec, REUSED, data)
+    fresh = _trials(tiny_spec(train={"max_epochs": 3, "early_stopping_patience": 1, "reuse_compiled": False}),
+                    REUSED, data)
+    assert [r[3] for r in reused] == [False, True, False, True] * 5 and not any(f[3] for f in fresh)
+    for (history, test, weights, _), (history0, test0, weights0, _) in zip(reused, fresh):
+        assert history == history0 and test == test0  # exact: no tolerance
+        assert all(np.array_equal(a, b) for a, b in zip(weights, weights0))
+    assert len({str(r[0]) for r in reused}) == len(REUSED)  # each trial drew its own curve
+
+
+def test_compiled_models_are_lent_once_kept_bounded_and_dropped_after_a_failed_training(
+        tiny_spec: Callable[..., StudySpec]) -> None:
+    from nnstudy.compiled import CompiledModels, cache_key
+
+    spec = tiny_spec()
+    data = prepare(spec)
+    factory = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean)
+    assert factory.compiled is not None
+    factory.compiled = cache = CompiledModels(max_models=2)
+
+    def build(**changes: Any) -> Any:
+        params = {**PARAMS, **changes}
+        return factory.build(params, optuna.trial.FixedTrial(params), seed=1)
+
+    first = build()
+    second = build(learning_rate=0.5)  # the first is still lent (a seed repeat's model, say): a model of its own
+    assert second is not first and not factory.last_reused and len(cache) == 0
+    factory.give_back()
+    assert len(cache) == 2 and build() in (first, second) and factory.last_reused
+    assert float(np.asarray(build(learning_rate=0.25).optimizer.learning_rate)) == 0.25  # the trial's own rate
+    factory.give_back()
+    assert cache_key(build(dropout=0.1)) == cache_key(build(dropout=0.4))  # rates are variables, not in the key
+    assert cache_key(build(dropout=0.1)) != cache_key(build(units=16)) != cache_key(build(optimizer="sgd"))
+    factory.give_back(keep=False)  # a failed training: what it was lent is dropped, the idle ones stay
+    assert len(cache) == 2
+    for units in (4, 16):
+        build(units=units)
+        factory.give_back()
+    assert len(cache) == 2  # the least recently used went: the models of 8 units
+    build(units=8)
+    assert not factory.last_reused
+    build(units=4)
+    assert factory.last_reused
+    off = ModelFactory(tiny_spec(train={"reuse_compiled": False}), data.input_shape, data.task)
+    assert off.compiled is None
+    from nnstudy.objective import curve_settings
+
+    assert curve_settings(off.spec) == curve_settings(spec)  # a checkpoint is resumed whichever way
+
+
+def test_the_exported_model_of_a_reused_trial_is_plain_keras_with_its_own_dropout_rate(
+        tiny_spec: Callable[..., StudySpec], tmp_path: Path) -> None:
+    import keras
+
+    spec = tiny_spec()
+    data = prepare(spec)
+    factory = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean)
+    for rate in (0.2, 0.45):
+        params = {**PARAMS, "dropout": rate}
+        model = factory.build(params, optuna.trial.FixedTrial(params), seed=1)
+        factory.give_back()
+    assert factory.last_reused
+    dropout = model.get_layer("dropout_1")
+    assert type(dropout) is keras.layers.Dropout and dropout.rate == 0.45
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert loaded.get_layer("dropout_1").rate == 0.45
+
+
+@pytest.mark.slow
+def test_a_reused_trial_equals_the_same_trial_trained_alone_in_a_fresh_process(
+        tiny_spec: Callable[..., StudySpec]) -> None:
+    """The last of the reused trials above, trained alone in a new process (no cache, nothing traced before):
+    the same curves to the last bit."""
+    import json
+    import subprocess
+    import sys
+
+    spec = tiny_spec(train={"max_epochs": 3, "early_stopping_patience": 1})
+    data = prepare(spec)
+    trials = REUSED[-4:]  # rmsprop: traced on the first, reused by the others
+    reused = _trials(spec, trials, data)
+    assert reused[-1][3]
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    code = ("import json, optuna\nfrom nnstudy.spec import parse_spec\nfrom nnstudy.data import prepare\n"
+            "from nnstudy.model import ModelFactory\nfrom nnstudy.training import InputPipeline, configure_determinism, "
+            "train\n"
+            f"configure_determinism({is_op_determinism_enabled()})\n"
+            f"spec = parse_spec({spec.model_dump(exclude={'path'})!r})\n"
+            f"params = {trials[-1]!r}\n"
+            "data = prepare(spec); pipeline = InputPipeline(data, spec.train)\n"
+            "model = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean).build(\n"
+            f"    params, optuna.trial.FixedTrial(params), seed={100 + len(trials) - 1},\n"
+            "    steps_per_execution=pipeline.steps_per_execution(params['batch_size']))\n"
+            f"r = train(data, params, spec.train, model=model, metric='val_loss', direction='minimize', "
+            f"seed={100 + len(trials) - 1}, pipeline=pipeline)\n"
+            "print(json.dumps([r.history, r.test_metrics]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "KERAS_BACKEND": "tensorflow"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    history, test = json.loads(done.stdout.strip().splitlines()[-1])
+    assert history == reused[-1][0] and test == reused[-1][1]
