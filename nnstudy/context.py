@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 
@@ -35,6 +35,8 @@ class StudyContext:
     experiment_id: str
     parent_id: str
     env: dict[str, str]
+    #: storage ids of the trials this process started (see ``Objective.started``)
+    started: list[int] = field(default_factory=list)
 
     @property
     def runs(self) -> RunTarget:
@@ -66,7 +68,7 @@ class StudyContext:
 
         objective = Objective(self.spec, self.data, self.runs, run_tags=self.env, progress=on_epoch,
                               on_result=model_keeper(self.spec, self.study, self.tracker, self.data, self.parent_id),
-                              checkpoints=self.store.checkpoint_folder(self.spec.name))
+                              checkpoints=self.store.checkpoint_folder(self.spec.name), started=self.started)
         callbacks = [self.update_parent] + ([progress.on_trial_end] if progress else []) + [_between_trials]
         # the frameworks' millions of long-lived objects leave the collector's view while trials run:
         # the gc.collect() after each trial then costs milliseconds instead of ~0.3 s

@@ -135,6 +135,9 @@ class Objective:
     on_result: ResultHook | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
     checkpoints: Path | None = None  # the study's checkpoint folder ([train].checkpoint_every; see Store)
+    #: the storage ids of the trials this objective started, known before any of their records is written:
+    #: a trial whose first write failed (a full disk) has no pid to tell whose it is, but its process knows
+    started: list[int] = field(default_factory=list)
     last_recorder: RunRecorder | None = field(default=None, init=False)
     last_result: TrainResult | None = field(default=None, init=False)
 
@@ -165,6 +168,8 @@ class Objective:
         return trial_seed(self.spec.study.seed, int(trial.user_attrs.get(ATTR_RETRY_OF, trial.number)))
 
     def __call__(self, trial: TrialLike) -> float | tuple[float, ...]:
+        if isinstance(trial, optuna.Trial):
+            self.started.append(trial._trial_id)
         try:
             return self._trial(trial)
         finally:  # however the trial ended (an error before its run was finished too), its system metrics stop

@@ -164,7 +164,7 @@ def _disk_full(store: Store, ctx: StudyContext | None, err: BaseException) -> Di
         return DiskFull(f"{where} is full (ENOSPC: no space left on device); free some space and run the same "
                         "command again")
     try:
-        end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], reason="disk-full")
+        end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], reason="disk-full", trial_ids=ctx.started)
         ctx.tracker.end_run(ctx.parent_id, "FAILED")
     except Exception:  # still full: the next run repairs what is left open
         pass
@@ -176,7 +176,7 @@ def _disk_full(store: Store, ctx: StudyContext | None, err: BaseException) -> Di
 
 def _interrupted(ctx: StudyContext) -> StudyInterrupted:
     """After an interrupt: no trial of this process left open, the parent run KILLED."""
-    end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()])
+    end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], trial_ids=ctx.started)
     ctx.tracker.end_run(ctx.parent_id, "KILLED")
     done = len(ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     return StudyInterrupted(f"study {ctx.spec.name!r} interrupted; {done} complete trial(s) are kept in "

@@ -3,6 +3,7 @@ creating or loading the study, and repairing trials left RUNNING by a dead proce
 
 from __future__ import annotations
 
+import datetime
 import copy
 import os
 import platform
@@ -162,11 +163,17 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
     callback = None
     if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat):
         callback = storage.get_heartbeat_stale_trial_callback()
+    grace = getattr(storage, "grace_period", None) or DEFAULT_HEARTBEAT_GRACE_S
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get(ATTR_PID)
-        if t.user_attrs.get(ATTR_HOST) == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-            if _fail(storage, t._trial_id, "worker-died") and callback is not None:
-                callback(study, storage.get_trial(t._trial_id))  # the same retry as for a stale heartbeat
+        dead = t.user_attrs.get(ATTR_HOST) == host and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid)
+        # a trial whose process never wrote its pid (its first write found the disk full) and never beat:
+        # its process writes the pid within milliseconds of making it, so one older than the grace is dead
+        ownerless = pid is None and t.datetime_start is not None and \
+            (now - t.datetime_start).total_seconds() > grace and not _has_heartbeat(storage, t._trial_id)
+        if (dead or ownerless) and _fail(storage, t._trial_id, "worker-died") and callback is not None:
+            callback(study, storage.get_trial(t._trial_id))  # the same retry as for a stale heartbeat
     if isinstance(storage, optuna.storages._heartbeat.BaseHeartbeat) and \
             optuna.storages._heartbeat.is_heartbeat_enabled(storage):
         # the trials whose heartbeat is too old: named before Optuna fails (and retries) them, to record why
@@ -178,6 +185,23 @@ def recover_stale_trials(study: optuna.Study, tracker: Tracker) -> list[int]:
             optuna.storages.fail_stale_trials(study)
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
     return sorted(set(_end_open_runs(study, tracker, failed)) | set(_end_orphan_runs(study, tracker, failed)))
+
+
+def _has_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
+    """Whether a trial's heartbeat was ever recorded (then Optuna's stale-heartbeat check covers it)."""
+    rdb = getattr(storage, "_backend", storage)  # (Optuna wraps its RDB storage in a cache)
+    if not isinstance(rdb, optuna.storages.RDBStorage) or rdb.heartbeat_interval is None:
+        return False
+    try:
+        from optuna.storages._rdb.models import TrialHeartbeatModel
+
+        session = rdb.scoped_session()
+        try:
+            return TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
+        finally:
+            session.close()
+    except Exception:  # Optuna's private model moved: leave such a trial to the heartbeat check
+        return True
 
 
 def _end_orphan_runs(study: optuna.Study, tracker: Tracker, failed: list[optuna.trial.FrozenTrial]) -> list[int]:
@@ -200,14 +224,16 @@ def _end_orphan_runs(study: optuna.Study, tracker: Tracker, failed: list[optuna.
 
 
 def end_interrupted_trials(study: optuna.Study, tracker: Tracker, pids: Collection[int], *,
-                           reason: str = "interrupted") -> list[int]:
+                           reason: str = "interrupted", trial_ids: Collection[int] = ()) -> list[int]:
     """After an interrupt: the trials of these processes (of this host, all ended now) that are still
     RUNNING become FAIL (``reason``: ``interrupted``, or ``disk-full``; not re-run), and their MLflow runs
-    still RUNNING become KILLED (FAILED for a full disk). Returns the numbers of the trials repaired."""
+    still RUNNING become KILLED (FAILED for a full disk). ``trial_ids``: trials the calling process started
+    itself, also those it could not write its pid into (a full disk). Returns the numbers of the trials repaired."""
     storage = study._storage
     host = platform.node()
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_HOST) == host
-            and t.user_attrs.get(ATTR_PID) in pids]
+    ids = set(trial_ids)
+    mine = [t for t in study.get_trials(deepcopy=False) if t._trial_id in ids or (
+        t.user_attrs.get(ATTR_HOST) == host and t.user_attrs.get(ATTR_PID) in pids)]
     repaired = [t.number for t in mine if t.state == optuna.trial.TrialState.RUNNING
                 and _fail(storage, t._trial_id, reason)]
     ended = _end_open_runs(study, tracker, [storage.get_trial(t._trial_id) for t in mine])

@@ -180,13 +180,14 @@ def _worker_main(conn: Any, env: dict[str, str], backend: str) -> None:
                 GATE.check()
                 ctx.optimize(n_trials, timeout=timeout)
             except KeyboardInterrupt:
-                end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()])
+                end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], trial_ids=ctx.started)
                 raise
             except Exception as err:
                 if not is_disk_full(err):
                     raise
                 try:  # as far as the full disk lets it through: the parent's next run repairs the rest
-                    end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], reason="disk-full")
+                    end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], reason="disk-full",
+                                           trial_ids=ctx.started)
                 except Exception:
                     pass
                 sys.exit(DISK_FULL_EXIT)

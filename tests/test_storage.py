@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import subprocess
@@ -24,6 +25,7 @@ from nnstudy.errors import SpecError, StoreError
 from nnstudy.sampling import ProcessSampler
 from nnstudy.spec import StudySpec
 from nnstudy.storage import (
+    end_interrupted_trials,
     make_storage,
     open_study,
     recover_stale_trials,
@@ -195,3 +197,37 @@ def test_own_running_trial_is_left_alone(tmp_path: Path, tracker: Tracker,
     _running_trial(study, tracker, os.getpid(), platform.node())
     assert recover_stale_trials(study, tracker) == []
     assert study.get_trials()[0].state == optuna.trial.TrialState.RUNNING
+
+
+def _ownerless_trial(study: optuna.Study, started: datetime.datetime) -> int:
+    """A RUNNING trial as a process leaves it when its first write (params, pid) found the disk full."""
+    template = optuna.trial.FrozenTrial(number=0, state=optuna.trial.TrialState.RUNNING, value=None,
+                                        datetime_start=started, datetime_complete=None, params={}, distributions={},
+                                        user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0)
+    return study._storage.create_new_trial(study._study_id, template_trial=template)
+
+
+def test_recover_fails_a_trial_whose_process_never_wrote_its_pid_once_the_grace_has_passed(
+        tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec(study={"max_retries": 0, "heartbeat_grace": 60})
+    study, _ = open_study(spec, storage_for(spec, f"sqlite:///{tmp_path}/optuna.db"))
+    now = datetime.datetime.now()
+    old = _ownerless_trial(study, now - datetime.timedelta(seconds=120))
+    young = _ownerless_trial(study, now)  # its process may be about to write its pid
+    recover_stale_trials(study, tracker)
+    states = {t._trial_id: t for t in study.get_trials()}
+    assert states[old].state == optuna.trial.TrialState.FAIL
+    assert states[old].user_attrs[ATTR_FAIL_REASON] == "worker-died"
+    assert states[young].state == optuna.trial.TrialState.RUNNING
+
+
+def test_an_interrupted_process_ends_the_trials_it_started_even_without_their_pid(
+        tmp_path: Path, tracker: Tracker, tiny_spec: Callable[..., StudySpec]) -> None:
+    spec = tiny_spec()
+    study, _ = open_study(spec, storage_for(spec, f"sqlite:///{tmp_path}/optuna.db"))
+    mine = _ownerless_trial(study, datetime.datetime.now())
+    other = _ownerless_trial(study, datetime.datetime.now())  # another process's, just made
+    end_interrupted_trials(study, tracker, [os.getpid()], reason="disk-full", trial_ids=[mine])
+    states = {t._trial_id: t for t in study.get_trials()}
+    assert states[mine].state == optuna.trial.TrialState.FAIL and states[mine].user_attrs[ATTR_FAIL_REASON] == "disk-full"
+    assert states[other].state == optuna.trial.TrialState.RUNNING
