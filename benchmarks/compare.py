@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/compare.py [--repeats 3] [--configs benchmarks/configs.json]
 
-Each repeat runs the three contenders one after another, each in its own subprocess and a fresh
-temporary working directory, in a rotated order (repeat 1: nnstudy, peer, limit; repeat 2: peer,
-limit, nnstudy; ...), so slow phases of a shared machine do not fall on one contender:
+Each repeat runs the contenders one after another, each in its own subprocess and a fresh
+temporary working directory, in a rotated order (repeat 1 starts with the first, repeat 2 with the
+second, ...), so slow phases of a shared machine do not fall on one contender:
 
 - nnstudy: ``nnstudy run SPEC --enqueue configs.json --n-trials N --pruner none --no-progress``
   with a spec written here (digits, random sampler, max_epochs 30, patience 5, val_loss, nnstudy's
-  default validation/test fractions), default store under ``./mlruns`` of the temp dir;
+  default validation/test fractions), default store under ``./mlruns`` of the temp dir: its
+  defaults (one worker per core, compiled models reused);
+- nnstudy-w1: the same with ``--workers 1`` (one process, as the bare loop);
+- nnstudy-w1-noreuse: ``--workers 1`` and ``[train].reuse_compiled = false`` (where nnstudy has it);
 - peer: ``benchmarks/peer.py`` (optuna-examples' Keras pattern + MLflow nested child runs);
 - limit: ``benchmarks/limit.py`` (bare Keras loop, no search library, no tracking).
 
@@ -33,12 +36,33 @@ from typing import Any
 from _common import (BENCH_DIR, NNSTUDY, PYTHON, RESULTS, child_env, command_line, machine, machine_md, md_table,
                      med, trio, write_section)
 
-CONTENDERS = ("nnstudy", "peer", "limit")
+#: nnstudy as a user runs it (its defaults: one worker per core, compiled models reused), then with one process,
+#: then with one process and no reuse (what goal 4 of the performance issue measures against the bare loop)
+NNSTUDY_VARIANTS: dict[str, tuple[list[str], str]] = {
+    "nnstudy": ([], ""),
+    "nnstudy-w1": (["--workers", "1"], ""),
+    "nnstudy-w1-noreuse": (["--workers", "1"], "reuse_compiled = false\n"),
+}
+
+
+def _reuse_switch() -> bool:
+    """Whether this nnstudy has the ``[train].reuse_compiled`` switch (older commits do not)."""
+    import nnstudy
+
+    try:
+        nnstudy.parse_spec({"train": {"reuse_compiled": False}})
+    except Exception:
+        return False
+    return True
+
+
+CONTENDERS = tuple(n for n in NNSTUDY_VARIANTS if n != "nnstudy-w1-noreuse" or _reuse_switch()) + ("peer", "limit")
 MAX_EPOCHS = 30
 PATIENCE = 5
 STUDY = "bench-digits"
-TARGET_PEER_RATIO = 2.0
-TARGET_LIMIT_RATIO = 1.15
+TARGET_PEER_RATIO = 3.0  # peer / nnstudy with nnstudy's defaults
+TARGET_LIMIT_RATIO = 1.10  # nnstudy in one process without reuse / the bare loop
+TARGET_REUSE_RATIO = 1.0  # nnstudy in one process with reuse / the bare loop
 
 
 def nnstudy_fractions() -> tuple[float, float]:
@@ -49,7 +73,7 @@ def nnstudy_fractions() -> tuple[float, float]:
     return data.validation_fraction, data.test_fraction
 
 
-def spec_text(val_fraction: float, test_fraction: float) -> str:
+def spec_text(val_fraction: float, test_fraction: float, train_extra: str = "") -> str:
     return f"""# written by benchmarks/compare.py
 [study]
 name = "{STUDY}"
@@ -67,7 +91,7 @@ test_fraction = {test_fraction}
 [train]
 max_epochs = {MAX_EPOCHS}
 early_stopping_patience = {PATIENCE}
-
+{train_extra}
 [search]
 learning_rate = {{ low = 1e-4, high = 1e-1, log = true }}
 optimizer = ["sgd", "adam", "rmsprop", "adagrad", "adadelta"]
@@ -96,11 +120,12 @@ def run_contender(name: str, configs_path: Path, work: Path) -> dict[str, Any]:
     """Run one contender in ``work`` (a fresh folder); returns wall time and per-trial records."""
     n = len(json.loads(configs_path.read_text()))
     out = work / "timings.json"
-    if name == "nnstudy":
+    if name in NNSTUDY_VARIANTS:
         val_fraction, test_fraction = nnstudy_fractions()
-        (work / "spec.toml").write_text(spec_text(val_fraction, test_fraction))
+        options, train_extra = NNSTUDY_VARIANTS[name]
+        (work / "spec.toml").write_text(spec_text(val_fraction, test_fraction, train_extra))
         cmd = [NNSTUDY, "run", "spec.toml", "--enqueue", str(configs_path), "--n-trials", str(n),
-               "--pruner", "none", "--no-progress"]
+               "--pruner", "none", "--no-progress", *options]
     else:
         fractions = [f"--validation-fraction={nnstudy_fractions()[0]}", f"--test-fraction={nnstudy_fractions()[1]}"]
         script = "peer.py" if name == "peer" else "limit.py"
@@ -116,7 +141,7 @@ def run_contender(name: str, configs_path: Path, work: Path) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = (work / "stderr.txt").read_text()[-3000:]
         raise SystemExit(f"{name} failed (exit {proc.returncode}) in {work}:\n{tail}")
-    if name == "nnstudy":
+    if name in NNSTUDY_VARIANTS:
         trials, extra = read_nnstudy_store(work)
     else:
         data = json.loads(out.read_text())
@@ -172,12 +197,13 @@ def summarize(run: dict[str, Any]) -> dict[str, float]:
             steady = statistics.median(b - a for a, b in zip(ends, ends[1:]))
             fixed.append((ends[0] - t["t_start"]) - steady)
     after = [t["t_end"] - t["epoch_ends"][-1] for t in trials]
-    gaps = [b["t_start"] - a["t_end"] for a, b in zip(trials, trials[1:])]
+    # between trials of one process (trials that overlap ran in different worker processes)
+    gaps = [b["t_start"] - a["t_end"] for a, b in zip(trials, trials[1:]) if b["t_start"] >= a["t_end"]]
     s = {
         "wall": run["wall"],
         "cpu": run["cpu"],
-        "startup": trials[0]["t_start"] - run["t_launch"],
-        "teardown": run["t_launch"] + run["wall"] - trials[-1]["t_end"],
+        "startup": min(t["t_start"] for t in trials) - run["t_launch"],
+        "teardown": run["t_launch"] + run["wall"] - max(t["t_end"] for t in trials),
         "epochs": float(epochs),
         "epochs_recorded": float(sum(t["epochs"] for t in trials)),
         "fit": fit,
@@ -193,7 +219,7 @@ def summarize(run: dict[str, Any]) -> dict[str, float]:
     }
     if "import_s" in run:
         s["import"] = run["import_s"]
-    if run["name"] == "nnstudy":
+    if run["name"] in NNSTUDY_VARIANTS:
         s["mlflow_ms_per_epoch"] = 1000 * sum(t["mlflow_logging_s"] for t in trials) / epochs
         s["duration_total"] = sum(t["duration_s"] for t in trials)
     elif run["name"] == "peer":
@@ -225,44 +251,44 @@ def report(results: dict[str, list[dict[str, float]]], configs: list[dict[str, A
                       "ms/epoch (fit time / epochs)", "steady epoch ms (median, epoch ≥ 2)",
                       "fixed cost / trial ms", "after training / trial ms", "between trials ms",
                       "MLflow ms/epoch", "best val_loss"], rows)
-    m = {name: med(col(name, "wall")) for name in CONTENDERS}
-    c = {name: med(col(name, "cpu")) for name in CONTENDERS}
-    peer_ratio, limit_ratio = m["peer"] / m["nnstudy"], m["nnstudy"] / m["limit"]
-    peer_cpu, limit_cpu = c["peer"] / c["nnstudy"], c["nnstudy"] / c["limit"]
-    per_repeat = [(p["wall"] / n["wall"], n["wall"] / lim["wall"])
-                  for n, p, lim in zip(results["nnstudy"], results["peer"], results["limit"])]
+    names = [n for n in CONTENDERS if results.get(n)]
+    m = {name: med(col(name, "wall")) for name in names}
+    c = {name: med(col(name, "cpu")) for name in names}
 
-    def verdict(ok: bool) -> str:
-        return "**met**" if ok else "**not met**"
+    def verdict(ratio: float, target: float, at_least: bool) -> str:
+        ok = ratio >= target if at_least else ratio <= target
+        return "**met**" if ok else f"**not met** ({'short' if at_least else 'over'} by {abs(ratio - target):.2f})"
 
-    paired_peer = statistics.median(a for a, _ in per_repeat)
-    paired_limit = statistics.median(b for _, b in per_repeat)
+    goals = [("peer", "nnstudy", TARGET_PEER_RATIO, True, "goal 1: nnstudy with its defaults"),
+             ("nnstudy-w1", "limit", TARGET_REUSE_RATIO, False, "goal 3: one process, compiled models reused"),
+             ("nnstudy-w1-noreuse", "limit", TARGET_LIMIT_RATIO, False, "goal 4: one process, no reuse"),
+             ("nnstudy", "limit", TARGET_REUSE_RATIO, False, "nnstudy with its defaults vs the one-process loop")]
+    target_rows = []
+    for a, b, target, at_least, what in goals:
+        if a not in m or b not in m:
+            continue
+        paired = [x["wall"] / y["wall"] for x, y in zip(results[a], results[b])]
+        ratio = m[a] / m[b]
+        target_rows.append([f"{a} / {b} {'≥' if at_least else '≤'} {target} ({what})", f"{ratio:.2f}",
+                            ", ".join(f"{r:.2f}" for r in paired), f"{statistics.median(paired):.2f}",
+                            f"{c[a] / c[b]:.2f}", verdict(ratio, target, at_least)])
     targets = md_table(["target", "measured (median wall)", "per repeat (wall)", "median of per-repeat ratios",
-                        "by median CPU time", "verdict (median wall)"], [
-        [f"peer / nnstudy ≥ {TARGET_PEER_RATIO}", f"{peer_ratio:.2f}", ", ".join(f"{a:.2f}" for a, _ in per_repeat),
-         f"{paired_peer:.2f}", f"{peer_cpu:.2f}",
-         verdict(peer_ratio >= TARGET_PEER_RATIO) + ("" if peer_ratio >= TARGET_PEER_RATIO else
-                                                     f" (short by {TARGET_PEER_RATIO - peer_ratio:.2f})")],
-        [f"nnstudy / limit ≤ {TARGET_LIMIT_RATIO}", f"{limit_ratio:.2f}", ", ".join(f"{b:.2f}" for _, b in per_repeat),
-         f"{paired_limit:.2f}", f"{limit_cpu:.2f}",
-         verdict(limit_ratio <= TARGET_LIMIT_RATIO) + ("" if limit_ratio <= TARGET_LIMIT_RATIO else
-                                                       f" (over by {limit_ratio - TARGET_LIMIT_RATIO:.2f}: nnstudy "
-                                                       f"takes {100 * (limit_ratio - 1):.0f}% longer than the limit, "
-                                                       f"the target allows {100 * (TARGET_LIMIT_RATIO - 1):.0f}%)")],
-    ])
+                        "by median CPU time", "verdict (median wall)"], target_rows)
 
-    # where nnstudy's extra time over the limit goes (medians over repeats)
+    # where one nnstudy process's extra time over the limit goes (medians over repeats)
+    alone = "nnstudy-w1-noreuse" if "nnstudy-w1-noreuse" in m else "nnstudy-w1" if "nnstudy-w1" in m else "nnstudy"
+
     def d(key: str) -> float:
-        return med(col("nnstudy", key)) - med(col("limit", key))
+        return med(col(alone, key)) - med(col("limit", key))
 
     n_trials = len(configs)
-    epochs_n = med(col("nnstudy", "epochs"))
-    steady_extra = (med(col("nnstudy", "steady_epoch_ms")) - med(col("limit", "steady_epoch_ms"))) / 1000 * epochs_n
-    breakdown = md_table(["component", "nnstudy − limit, s (medians)"], [
+    epochs_n = med(col(alone, "epochs"))
+    steady_extra = (med(col(alone, "steady_epoch_ms")) - med(col("limit", "steady_epoch_ms"))) / 1000 * epochs_n
+    breakdown = md_table(["component", f"{alone} − limit, s (medians)"], [
         ["wall", f"{d('wall'):+.1f}"],
         ["startup (imports, data, stores, parent run)", f"{d('startup'):+.1f}"],
         ["fixed cost per trial × trials (build, compile, first-epoch tracing)",
-         f"{(med(col('nnstudy', 'fixed_ms')) - med(col('limit', 'fixed_ms'))) / 1000 * n_trials:+.1f}"],
+         f"{(med(col(alone, 'fixed_ms')) - med(col('limit', 'fixed_ms'))) / 1000 * n_trials:+.1f}"],
         ["steady epochs (median epoch ms difference × nnstudy epochs)", f"{steady_extra:+.1f}"],
         ["after training (test evaluation, summary logging, model bundle, end run) × trials",
          f"{d('after_total'):+.1f}"],
@@ -313,7 +339,7 @@ comes and goes than the ratio of the medians; CPU time is stretched by host cont
 
 {targets}
 
-Where nnstudy's extra wall time over the limit goes (positive = nnstudy slower):
+Where {alone}'s extra wall time over the limit goes (positive = nnstudy slower):
 
 {breakdown}
 """
@@ -365,7 +391,8 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in CONTENDERS}
     raw: list[dict[str, Any]] = []
     for rep in range(args.repeats):
-        order = CONTENDERS[rep % 3:] + CONTENDERS[:rep % 3]
+        k = rep % len(CONTENDERS)
+        order = CONTENDERS[k:] + CONTENDERS[:k]
         for name in order:
             work = Path(tempfile.mkdtemp(prefix=f"nnbench-{name}-"))
             try:

@@ -120,7 +120,8 @@ def main() -> None:
         nnstudy.load_spec(work / "spec.toml")  # a bad setting fails here, not after the subprocess starts
         db = work / "mlruns" / "optuna.db"
         env = child_env()
-        cmd = [NNSTUDY, "run", "spec.toml", "--n-trials", str(args.n_trials), "--no-progress"]
+        # one process (--workers 1): the question is whether a process grows, not how many there are
+        cmd = [NNSTUDY, "run", "spec.toml", "--n-trials", str(args.n_trials), "--no-progress", "--workers", "1"]
         start = time.time()
         with open(work / "stdout.txt", "w") as out, open(work / "stderr.txt", "w") as err:
             proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=err)

@@ -77,7 +77,8 @@ def run_study(entry: str, n_trials: int, seed: int, metric: str | None) -> dict[
         (work / "digits.toml").write_text(spec_text(metric, settings))
         nnstudy.load_spec(work / "digits.toml", overrides={"study": {"pruner": pruner}})  # as nnstudy run will read it
         env = child_env()
-        cmd = [NNSTUDY, "run", "digits.toml", "--n-trials", str(n_trials), "--sampler", "tpe", "--seed", str(seed),
+        # --workers 1: TPE then samples the same sequence for every pruner (workers would interleave by timing)
+        cmd = [NNSTUDY, "run", "digits.toml", "--workers", "1", "--n-trials", str(n_trials), "--sampler", "tpe", "--seed", str(seed),
                "--pruner", pruner, "--no-progress"]
         start = time.time()
         with open(work / "stdout.txt", "w") as out, open(work / "stderr.txt", "w") as err:
