@@ -114,22 +114,30 @@ def _run(spec: Path, n_trials: int | None, timeout: float | None, study_name: st
          no_progress: bool) -> None:
     from nnstudy.spec import load_spec
 
+    from nnstudy.schemas import SchemaTemplates
+
     overrides = _study_overrides(n_trials=n_trials, timeout=timeout, study_name=study_name, seed=seed,
                                  sampler=sampler, pruner=pruner)
     if backend:
         overrides["train"] = {"backend": backend}
-    _choose_backend(spec, backend, import_keras=True)
-    study_spec = load_spec(spec, overrides=overrides)
-    from nnstudy.api import run_study
-    from nnstudy.enqueue import load_enqueue_file
+    schemas = SchemaTemplates.start(storage, tracking_uri)  # a new store's schemas, made while TensorFlow loads
+    try:
+        _choose_backend(spec, backend, import_keras=True)
+        study_spec = load_spec(spec, overrides=overrides)
+        from nnstudy.api import run_study
+        from nnstudy.enqueue import load_enqueue_file
+
+        extra = load_enqueue_file(enqueue_file, study_spec) if enqueue_file else []
+        outcome = run_study(study_spec, storage=storage, tracking_uri=tracking_uri, extra_enqueue=extra,
+                            show_progress=not no_progress, workers=workers,
+                            gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
+                            trials_per_gpu=trials_per_gpu, schemas=schemas)
+    finally:
+        if schemas is not None:
+            schemas.discard()
     from nnstudy.contract import TrialRecord
     from nnstudy.progress import leaderboard
 
-    extra = load_enqueue_file(enqueue_file, study_spec) if enqueue_file else []
-    outcome = run_study(study_spec, storage=storage, tracking_uri=tracking_uri, extra_enqueue=extra,
-                        show_progress=not no_progress, workers=workers,
-                        gpus=[g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
-                        trials_per_gpu=trials_per_gpu)
     console = _console(160)
     console.print(leaderboard(outcome.study))
     if outcome.best_trial is not None:

@@ -24,6 +24,7 @@ from nnstudy.errors import DiskFull, StudyInterrupted, error_chain, is_disk_full
 from nnstudy.interrupts import GATE
 from nnstudy.parent import finish_parent
 from nnstudy.progress import StudyProgress
+from nnstudy.schemas import SchemaTemplates
 from nnstudy.report import import_plotting
 from nnstudy.spec import StudySpec
 from nnstudy.storage import end_interrupted_trials, recover_stale_trials
@@ -65,7 +66,8 @@ class StudyOutcome:
 
 def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str | None = None,
               extra_enqueue: list[dict[str, Any]] | None = None, show_progress: bool = True,
-              workers: int | str = 1, gpus: list[str] | None = None, trials_per_gpu: int = 1) -> StudyOutcome:
+              workers: int | str = 1, gpus: list[str] | None = None, trials_per_gpu: int = 1,
+              schemas: SchemaTemplates | None = None) -> StudyOutcome:
     """Run (or resume) the study of ``spec``: adds ``[study].n_trials`` trials.
 
     ``workers > 1`` (or ``gpus``) runs the trials in that many worker processes, each with its
@@ -73,6 +75,8 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     (the command line's default) starts one per core on a machine without a GPU
     (:func:`nnstudy.workers.auto_workers`); worker processes are spawned, so a script that calls this
     with workers must guard its top level with ``if __name__ == "__main__":``.
+    ``schemas``: empty stores being made ahead (:meth:`nnstudy.schemas.SchemaTemplates.start`, which the
+    command line calls before it imports TensorFlow): put in place of the local SQLite files not yet there.
     Defaults: the local store under ``./mlruns``, one process, a progress display on stderr.
 
     Raises:
@@ -86,7 +90,7 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     # worker processes start now: they import Keras while this process validates and creates the stores
     pool = None if in_process else WorkerPool(plans, spec.train.backend)
     try:
-        ctx, before = _run(spec, store, pool, extra_enqueue, show_progress)
+        ctx, before = _run(spec, store, pool, extra_enqueue, show_progress, schemas)
     finally:
         if pool is not None:
             pool.close()
@@ -95,7 +99,7 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
 
 
 def _run(spec: StudySpec, store: Store, pool: WorkerPool | None, extra_enqueue: list[dict[str, Any]] | None,
-         show_progress: bool) -> tuple[StudyContext, int]:
+         show_progress: bool, schemas: SchemaTemplates | None) -> tuple[StudyContext, int]:
     """Validate, create the stores, run the trials (here, or in the pool's workers), end the parent run;
     returns the context and the number of trials the study had before."""
     data = prepare(spec)  # validates the data and the model before any store exists
@@ -109,7 +113,7 @@ def _run(spec: StudySpec, store: Store, pool: WorkerPool | None, extra_enqueue: 
     store.check_databases()
     # from here an interrupt never lands inside a store write (see nnstudy.interrupts), and a full disk stops the study
     with GATE.critical(), _FullDisk(store) as full_disk:
-        store.prepare()
+        store.prepare(before_files=schemas.install if schemas is not None else None)
         ctx = full_disk.ctx = open_context(spec, store, data)
         recover_stale_trials(ctx.study, ctx.tracker)
         synced = sync_records(ctx.study, ctx.tracker, metric=spec.study.metric)

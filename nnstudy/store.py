@@ -12,7 +12,7 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 
 from nnstudy.errors import DiskFull, StoreError, StudyNotFoundError
@@ -50,14 +50,18 @@ class Store:
         base = files[0].parent if files else DEFAULT_DIR
         return base.absolute() / "checkpoints" / study_name
 
-    def prepare(self) -> None:
-        """Create the local folders. Call only after the spec and the data have validated."""
+    def prepare(self, before_files: Callable[[], object] | None = None) -> None:
+        """Create the local folders. Call only after the spec and the data have validated.
+        ``before_files``: called once the folders exist, before the SQLite files are opened (empty
+        stores made ahead are put in place there: :class:`nnstudy.schemas.SchemaTemplates`)."""
         for path in self.local_files():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StoreError(f"cannot create the store folder {path.parent}: {err.strerror}") from None
         self.check_writable()
+        if before_files is not None:
+            before_files()
         for path in self.local_files():
             _enable_wal(path)
         if self.artifact_root is not None:
