@@ -17,7 +17,7 @@ second, ...), so slow phases of a shared machine do not fall on one contender:
 
 Per-epoch and per-trial timings come from the MLflow store for nnstudy (child run start time,
 per-epoch metric timestamps, ``duration_s`` and ``mlflow_logging_s``) and from the timing records
-peer.py and limit.py write. Results go to benchmarks/RESULTS.md (overwritten).
+peer.py and limit.py write. Results go to the compare section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -410,8 +410,10 @@ def main() -> None:
     print()
     print(text)
     if not args.no_write:
-        RESULTS.write_text("# nnstudy benchmarks\n\nWritten by the scripts in `benchmarks/` (see its README.md); "
-                           "`compare.py` rewrites this file, the other scripts replace or append their section.\n\n")
+        if not RESULTS.exists():
+            RESULTS.write_text("# nnstudy benchmarks\n\nWritten by the scripts in `benchmarks/` (see its README.md); "
+                               "each script replaces or appends its own section, which names its machine, date "
+                               "and commit.\n\n")
         write_section("compare", text)
         (BENCH_DIR / "results-compare.json").write_text(json.dumps(raw, indent=1))
         print(f"written: {RESULTS}")
