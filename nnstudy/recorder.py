@@ -134,12 +134,12 @@ class RunRecorder:
     def finish(self, status: RunStatus, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any] | None:
         """End the run. Returns ``None`` when MLflow has the whole record, else the pending record."""
         metrics = {**self.summary_metrics, **metrics}
-        if self.system_metrics is not None:  # the last sample, written while the run is still RUNNING
-            self.system_metrics.stop(log=not self.offline)
+        if self.system_metrics is not None:  # the last sample, written below while the run is still RUNNING
+            self.system_metrics.stop(log=not self.offline, write=False)
         if self._live is not None and not self.offline:
-            try:
-                self._live.flush()
-                self.tracker.log_summary(self._live.run_id, metrics, tags)
+            try:  # the last epochs, the last system metrics and the summary in one call
+                steps = [*self._live.take(), *(self.system_metrics.take() if self.system_metrics else [])]
+                self.tracker.log_summary(self._live.run_id, metrics, tags, steps=steps)
                 self.tracker.end_run(self._live.run_id, status)
                 return None
             except Exception as err:

@@ -26,7 +26,7 @@ from nnstudy.contract import (
 from nnstudy.errors import SpecError, StoreError
 from nnstudy.sampling import ProcessSampler, make_pruner
 from nnstudy.spec import StudySpec
-from nnstudy.store import absolute_sqlite
+from nnstudy.store import absolute_sqlite, commit_without_fsync
 
 if TYPE_CHECKING:
     from nnstudy.tracking import Tracker
@@ -54,6 +54,7 @@ def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DE
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
+        commit_without_fsync(absolute_sqlite(url))
     else:
         engine_kwargs["pool_pre_ping"] = True
     last: Exception | None = None

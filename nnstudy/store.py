@@ -218,6 +218,38 @@ def _connect_read_only(dialect: Any, conn_rec: Any, cargs: list[Any], cparams: d
         cparams["uri"] = True
 
 
+#: the SQLite files whose connections in this process commit without an fsync (:func:`commit_without_fsync`)
+_NO_FSYNC_SQLITE: set[str] = set()
+
+
+def commit_without_fsync(url: str) -> None:
+    """Every connection this process makes to the SQLite store ``url`` (Optuna's, MLflow's, their threads')
+    commits without waiting for the disk, while the file is in WAL mode (``PRAGMA synchronous=NORMAL``, what
+    SQLite advises for WAL): a trial commits some 30 small transactions to its two stores, and each fsync cost
+    ~4 ms of a trial's ~0.5 s on a busy disk. A commit still outlives the process (a
+    kill, an out-of-memory kill: the WAL is written at once and read back at the next open); only a crash of
+    the operating system or a power cut can take back the last commits, never leaving the database corrupt
+    (every checkpoint of the WAL is synced). Other URLs and files not in WAL mode: unchanged."""
+    if not url.startswith("sqlite:///"):
+        return
+    import sqlalchemy
+
+    if not _NO_FSYNC_SQLITE:
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _connected_without_fsync)
+    _NO_FSYNC_SQLITE.add(os.path.realpath(url.removeprefix("sqlite:///").split("?")[0]))
+
+
+def _connected_without_fsync(dbapi_connection: Any, connection_record: Any) -> None:
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    files = [row[2] for row in dbapi_connection.execute("PRAGMA database_list") if row[1] == "main"]
+    if files and files[0] and os.path.realpath(files[0]) in _NO_FSYNC_SQLITE \
+            and str(dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
 def absolute_sqlite(url: str) -> str:
     """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (other URLs unchanged).
 

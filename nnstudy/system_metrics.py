@@ -48,6 +48,7 @@ class RunSystemMetrics(SystemMetricsMonitor):
         self._pending: list[Metric] = []  # taken, not yet written
         self._closed = False
         self._log_last = True
+        self._write_last = True
         self._began = self._last_sample = self._last_write = time.monotonic()
         self._last_step = -1
 
@@ -73,7 +74,8 @@ class RunSystemMetrics(SystemMetricsMonitor):
             if self._log_last:
                 if self.samples == 0 or time.monotonic() - self._last_sample >= self.sampling_interval / 2:
                     self._sample()
-                self._write()
+                if self._write_last:
+                    self._write()
         except Exception as err:  # the server went away, the run was deleted...: stop quietly
             self.error = f"{type(err).__name__}: {err}"[:500]
 
@@ -97,17 +99,25 @@ class RunSystemMetrics(SystemMetricsMonitor):
                 return
             self.mlflow_logger.client.log_batch(self._run_id, metrics=pending[i:i + MAX_BATCH])
 
-    def stop(self, *, log: bool = True) -> None:
-        """End the thread; with ``log``, it takes a last sample (see the module docstring) and writes what
-        it has not written yet. Never raises; safe to call more than once. A thread stuck in an MLflow call
-        for :data:`JOIN_S` is left behind, and writes nothing more."""
+    def stop(self, *, log: bool = True, write: bool = True) -> None:
+        """End the thread; with ``log``, it takes a last sample (see the module docstring) and, with ``write``,
+        writes what it has not written yet (else :meth:`take` hands that to the caller, to write with the run's
+        summary). Never raises; safe to call more than once. A thread stuck in an MLflow call for
+        :data:`JOIN_S` is left behind, and writes nothing more."""
         thread, self._process = self._process, None
         if thread is None:
             return
-        self._log_last = log
+        self._log_last, self._write_last = log, write
         self._shutdown_event.set()
         thread.join(JOIN_S)
         self._closed = True
+        if thread.is_alive() or not log:
+            self._pending = []  # the thread may still be adding to it; without ``log`` nothing more is written
+
+    def take(self) -> list[Metric]:
+        """The samples taken and not written (after ``stop(write=False)``), no longer kept."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def finish(self) -> None:
         """MLflow's name for :meth:`stop`."""

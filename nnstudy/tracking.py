@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,7 +39,7 @@ from nnstudy.contract import (
     trial_run_name,
 )
 from nnstudy.errors import StoreError
-from nnstudy.store import absolute_sqlite
+from nnstudy.store import absolute_sqlite, commit_without_fsync
 
 if TYPE_CHECKING:
     from nnstudy.prepared import PreparedData
@@ -67,6 +68,7 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.client_uri = absolute_sqlite(tracking_uri)  # what the client (and a run's system metrics) writes to
+        commit_without_fsync(self.client_uri)
         self.client = MlflowClient(tracking_uri=self.client_uri)
 
     def experiment(self, name: str) -> str:
@@ -170,15 +172,19 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_summary(self, run_id: str, metrics: dict[str, float], tags: dict[str, str] | None = None,
-                    params: dict[str, Any] | None = None) -> None:
-        """Final metrics (no step), tags and extra params of a run, in one call."""
+                    params: dict[str, Any] | None = None, *, steps: Sequence[Metric] = ()) -> None:
+        """Final metrics (no step), tags and extra params of a run, in one call, with ``steps``: metrics of
+        their own steps not written yet (the last epochs, the last system metrics), so that a run's end
+        costs one transaction (more only past :data:`MAX_BATCH` values)."""
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-            params=[Param(k, param_text(v)) for k, v in (params or {}).items()],
-        )
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        param_list = [Param(k, param_text(v)) for k, v in (params or {}).items()]
+        batch = [*steps, *(Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v)))]
+        room = max(0, MAX_BATCH - len(tag_list) - len(param_list))
+        while len(batch) > room:
+            self.client.log_batch(run_id, metrics=batch[:MAX_BATCH])
+            batch = batch[MAX_BATCH:]
+        self.client.log_batch(run_id, metrics=batch, tags=tag_list, params=param_list)
 
     def log_curves(self, run_id: str, curves: dict[str, dict[int, float]]) -> None:
         """Per-epoch values (step = epoch) that the run does not have yet; safe to repeat."""
@@ -273,6 +279,11 @@ class TrialRun:
                              if math.isfinite(float(v)))
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
+
+    def take(self) -> list[Metric]:
+        """The queued metrics, no longer queued: the caller writes them (with the run's summary)."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def flush(self) -> None:
         start = time.perf_counter()

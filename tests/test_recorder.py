@@ -137,3 +137,21 @@ def test_writing_an_offline_trials_record_twice_makes_one_run(unreachable: Track
     first, second = write_pending(target, 0, pending), write_pending(target, 0, pending)
     runs = tracker.client.search_runs([target.experiment_id])
     assert first == second and len(runs) == 1
+
+
+def test_a_run_ends_with_one_write_of_its_last_epochs_system_metrics_and_summary(
+        tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = _target(tracker).start(3, params=PARAMS, tags={}, system_metrics_s=60)
+    rec.log_epoch(1, {"loss": 0.9})  # written at once
+    rec.log_epoch(2, {"loss": 0.8, "val_loss": 0.7})  # buffered
+    assert rec.run_id is not None and _steps(tracker, rec.run_id, "loss") == [1]
+    batches: list[list[str]] = []
+    log_batch = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda run, metrics=(), params=(), tags=(), **kw: (
+        batches.append([m.key for m in metrics]), log_batch(run, metrics, params, tags, **kw))[1])
+    assert rec.finish("FINISHED", {"best_loss": 0.8}, {"end": "tag"}) is None
+    assert len(batches) == 1 and {"loss", "val_loss", "best_loss", "system/cpu_utilization_percentage"} \
+        <= set(batches[0])
+    run = tracker.client.get_run(rec.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["end"] == "tag" and run.data.metrics["best_loss"] == 0.8
+    assert _steps(tracker, rec.run_id, "loss") == [1, 2] and _steps(tracker, rec.run_id, "val_loss") == [2]

@@ -163,3 +163,30 @@ def test_checkpoints_live_beside_the_local_store(tmp_path: Path) -> None:
     assert store.checkpoint_folder("s") == tmp_path / "db" / "checkpoints" / "s"
     assert resolve_store("postgresql://u@h/optuna", "http://h:5000").checkpoint_folder("s") == \
         Path("mlruns").absolute() / "checkpoints" / "s"  # no local store: a cache under ./mlruns
+
+
+def _synchronous(engine: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar())
+
+
+def test_wal_stores_commit_without_an_fsync_and_other_sqlite_files_keep_theirs(
+        tmp_path: Path, seed_mlflow_db: Any) -> None:
+    import sqlalchemy
+
+    from nnstudy.storage import make_storage
+    from nnstudy.tracking import Tracker
+
+    store = resolve_store(directory=tmp_path / "runs")
+    seed_mlflow_db(tmp_path / "runs" / "mlflow.db")
+    store.prepare()  # WAL mode
+    storage = make_storage(store.storage)
+    tracker = Tracker(store.tracking_uri, store.artifact_root)
+    tracker.experiment("s")  # MLflow's engine connects
+    normal, full = 1, 2
+    assert _synchronous(storage.engine) == normal  # type: ignore[attr-defined]
+    assert _synchronous(tracker.client._tracking_client.store.engine) == normal
+    # a file of neither store, and a store file not in WAL mode, keep SQLite's default
+    assert _synchronous(sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'other.db'}")) == full
+    make_storage(f"sqlite:///{tmp_path / 'rollback.db'}")
+    assert _synchronous(sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'rollback.db'}")) == full

@@ -104,3 +104,15 @@ def test_an_offline_recorder_starts_no_monitor(unreachable: Tracker) -> None:
     rec = RunTarget(unreachable, "1", None, "sys").start(0, params={}, tags={}, system_metrics_s=1)
     assert rec.offline and rec.system_metrics is None and not _monitor_threads()
     assert rec.finish("FINISHED", {}, {}) is not None  # the pending record, as without system metrics
+
+
+def test_a_last_sample_left_unwritten_is_taken_by_the_caller(tracker: Tracker) -> None:
+    run_id = _run(tracker)
+    monitor = RunSystemMetrics(run_id, tracker.client_uri, interval_s=60)
+    monitor.start()
+    monitor.stop(write=False)
+    assert monitor.samples == 1 and not _monitor_threads()
+    assert tracker.client.get_run(run_id).data.metrics == {}  # the thread wrote nothing
+    taken = monitor.take()
+    assert {CPU, MEMORY} <= {m.key for m in taken} and all(m.step == 0 for m in taken)
+    assert monitor.take() == []

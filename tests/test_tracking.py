@@ -185,3 +185,26 @@ def test_check_reachable_fails_fast_on_a_closed_port(free_port: int) -> None:
     with pytest.raises(StoreError, match=rf"MLflow tracking server {uri} is unreachable .*--tracking-uri"):
         check_reachable(uri)
     assert time.monotonic() - start < 5
+
+
+def test_a_summary_with_the_last_steps_is_one_call_and_splits_only_past_the_batch_limit(
+        tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.entities import Metric
+
+    exp = tracker.experiment("s")
+    run_id = tracker.create_child_run(exp, None, "s", 0, params={}, tags={})
+    calls: list[int] = []
+    log_batch = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda run, metrics=(), params=(), tags=(), **kw: (
+        calls.append(len(metrics) + len(params) + len(tags)), log_batch(run, metrics, params, tags, **kw))[1])
+    steps = [Metric("loss", 0.5, 0, 2), Metric("system/cpu", 7.0, 0, 0)]
+    tracker.log_summary(run_id, {"best_loss": 0.5}, {"done": "yes"}, steps=steps)
+    assert calls == [4]
+    run = tracker.client.get_run(run_id)
+    assert run.data.metrics["best_loss"] == 0.5 and run.data.tags["done"] == "yes"
+    assert [(m.step, m.value) for m in tracker.client.get_metric_history(run_id, "loss")] == [(2, 0.5)]
+    calls.clear()
+    many = [Metric("curve", float(i), 0, i) for i in range(1, 1001)]
+    tracker.log_summary(run_id, {"last": 1.0}, {"t": "1"}, steps=many)
+    assert sum(calls) == 1002 and max(calls) <= 900 and len(calls) == 2
+    assert len(tracker.client.get_metric_history(run_id, "curve")) == 1000
