@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark in order; each replaces its section of benchmarks/RESULTS.md (about 50 minutes on 2 cores).
+# Runs every benchmark in order; each replaces its section of benchmarks/RESULTS.md (about 75 minutes on 2 cores).
 #   bash benchmarks/run_all.sh            # from the repository root; REPEATS=5 for more repeats
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +10,5 @@ $PY benchmarks/compare.py --repeats "${REPEATS:-3}"   # nnstudy (3 ways) vs peer
 $PY benchmarks/workers.py --repeats "${REPEATS:-3}"   # 16 configurations: --workers 1 vs the default (every core)
 $PY benchmarks/pruning.py                             # 40 digits trials: none vs median, hyperband, percentile (warm-up 5, 2), asha
 $PY benchmarks/memory.py --n-trials 500              # RSS after trial 10 vs 500, all in one process (the default)
+$PY benchmarks/scale.py --n-trials 1000              # 1000 1-epoch trials: per-trial overhead per hundred; report, trials, best, UI
 echo "done: benchmarks/RESULTS.md"

@@ -48,8 +48,8 @@ def _register_if_new(outcome: StudyOutcome, name: str, best: int) -> dict[str, A
     from nnstudy.registry import champion_trial, registered
     from nnstudy.tracking import Tracker
 
-    records = StudyRecords(outcome.study, outcome.store, Tracker(outcome.store.tracking_uri, outcome.store.artifact_root),
-                           outcome.parent_run_id)
+    records = StudyRecords(outcome.study, outcome.store, outcome.parent_run_id,
+                           Tracker(outcome.store.tracking_uri, outcome.store.artifact_root))
     try:
         if champion_trial(records, name) == best:
             return None
@@ -95,7 +95,7 @@ def trials_frame(records: StudyRecords, *, diagnosis: bool = True, sort: str = "
     reading curves from MLflow for trials that have no recorded diagnosis."""
     from nnstudy.report import trials_frame as frame_of
 
-    frame = frame_of(records.study, records.client if diagnosis else None)
+    frame = frame_of(records.study, connect=(lambda: records.client) if diagnosis else None)
     if sort not in frame.columns:
         raise UserInputError(f"--sort {sort!r}: no such column; allowed: {', '.join(frame.columns)}")
     ascending = not (sort == "value" and records.study.directions[0].name == "MAXIMIZE")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from rich.console import Console
+from rich.box import HEAVY_HEAD
+from rich.cells import cell_len, chop_cells, set_cell_size
+from rich.console import Console, ConsoleOptions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from nnstudy.contract import TrialRecord
 from nnstudy.pareto import best_trials, first_value, front, is_multi, objective_names, sort_key
@@ -103,14 +109,81 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def frame_table(frame: pd.DataFrame, *, title: str) -> Table:
-    """A data frame as a rich table (missing values blank, floats to 4 significant digits)."""
-    table = Table(title=title)
-    for col in frame.columns:
-        table.add_column(str(col), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*("" if _missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row))
-    return table
+def frame_table(frame: pd.DataFrame, *, title: str) -> FrameTable:
+    """A data frame as a table for the terminal (missing values blank, floats to 4 significant digits)."""
+    rows = [["" if _missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row]
+            for row in frame.itertuples(index=False)]
+    return FrameTable(title, [str(col) for col in frame.columns], rows)
+
+
+class FrameTable:
+    """Rows of text drawn as rich draws a default ``Table`` (a heavy head, cells folded to fit the width),
+    laid out in one pass: a rich ``Table`` measures and wraps every cell on its own, which takes seconds
+    for the thousand rows of a long study (``nnstudy trials``)."""
+
+    def __init__(self, title: str, header: list[str], rows: list[list[str]]) -> None:
+        self.title = title
+        self.header = header
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        box = HEAVY_HEAD.substitute(options)
+        widths = _fit([max(map(_cell_width, column)) for column in zip(self.header, *self.rows)], options.max_width)
+        padded = [w + 2 for w in widths]
+        total = sum(padded) + len(padded) + 1
+        yield from console.render(Text(self.title, style="table.title", justify="center"),
+                                  options.update(width=min(total, options.max_width)))
+        yield from (Segment(box.get_top(padded)), Segment.line())
+        header_style = console.get_style("table.header")
+        yield from _row_lines(self.header, widths, (box.head_left, box.head_vertical, box.head_right), header_style,
+                              bottom=True)
+        yield from (Segment(box.get_row(padded, level="head")), Segment.line())
+        for row in self.rows:
+            yield from _row_lines(row, widths, (box.mid_left, box.mid_vertical, box.mid_right), None)
+        yield from (Segment(box.get_bottom(padded)), Segment.line())
+
+
+def _cell_width(text: str) -> int:
+    return max((len(line) if line.isascii() else cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _fit(widths: list[int], max_width: int) -> list[int]:
+    """Column widths (without padding) shrunk, the widest first, until the table fits ``max_width``."""
+    widths = [max(w, 1) for w in widths]
+    excess = sum(widths) + 3 * len(widths) + 1 - max_width
+    while excess > 0 and max(widths) > 1:
+        widths[widths.index(max(widths))] -= 1
+        excess -= 1
+    return widths
+
+
+def _fold(text: str, width: int) -> list[str]:
+    """A cell's lines, each cut into pieces of ``width`` cells (rich's ``overflow="fold"``), padded."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if line.isascii():
+            out += [line[i:i + width].ljust(width) for i in range(0, max(len(line), 1), width)]
+        else:
+            out += [set_cell_size(piece, width) for piece in chop_cells(line, width) or [""]]
+    return out
+
+
+def _row_lines(cells: list[str], widths: list[int], edges: tuple[str, str, str], style: Style | None, *,
+               bottom: bool = False) -> Iterator[Segment]:
+    """The lines of one row; ``bottom``: its cells' text aligned to the bottom (rich's header)."""
+    left, vertical, right = edges
+    folded = [_fold(cell, width) for cell, width in zip(cells, widths)]
+    height = max((len(lines) for lines in folded), default=1)
+    folded = [([" " * w] * (height - len(lines)) + lines if bottom else lines + [" " * w] * (height - len(lines)))
+              for lines, w in zip(folded, widths)]
+    for k in range(height):
+        yield Segment(left + " ")
+        for i, lines in enumerate(folded):
+            if i:
+                yield Segment(" " + vertical + " ")
+            yield Segment(lines[k], style)
+        yield Segment(" " + right)
+        yield Segment.line()
 
 
 def _missing(value: Any) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -17,17 +17,30 @@ from nnstudy.pareto import front, is_multi, objective_names
 from nnstudy.spec import StudySpec, parse_spec
 from nnstudy.storage import make_storage, study_names
 from nnstudy.store import Store, resolve_store
-from nnstudy.tracking import Tracker
+
+if TYPE_CHECKING:
+    from nnstudy.tracking import Tracker
 
 
 @dataclass
 class StudyRecords:
-    """An existing study: the Optuna study, where it lives, and its MLflow parent run."""
+    """An existing study: the Optuna study, where it lives, and its MLflow parent run.
+
+    The MLflow client is opened on first use (``tracker``, ``client``): importing MLflow and opening
+    its store costs seconds, and ``nnstudy best`` or ``nnstudy trials`` need only the Optuna storage."""
 
     study: optuna.Study
     store: Store
-    tracker: Tracker
     parent_run_id: str | None
+    opened_tracker: Tracker | None = field(default=None, repr=False)
+
+    @property
+    def tracker(self) -> Tracker:
+        if self.opened_tracker is None:
+            from nnstudy.tracking import Tracker
+
+            self.opened_tracker = Tracker(self.store.tracking_uri, self.store.artifact_root)
+        return self.opened_tracker
 
     @property
     def client(self) -> Any:
@@ -77,14 +90,15 @@ class StudyRecords:
         return rec
 
     def trial(self, number: int | None = None, run_id: str | None = None) -> optuna.trial.FrozenTrial:
-        """A trial by number or MLflow run id; the best trial when neither is given."""
-        trials = self.study.get_trials(deepcopy=False)
+        """A trial by number or MLflow run id; the best trial when neither is given (one query of the
+        storage: the trials are read only to find one by number or run id)."""
         if run_id is not None:
-            for t in trials:
+            for t in self.study.get_trials(deepcopy=False):
                 if self.run_id(t) == run_id:
                     return t
             raise StudyNotFoundError(f"no trial of study {self.name!r} has MLflow run {run_id!r}")
         if number is not None:
+            trials = self.study.get_trials(deepcopy=False)
             for t in trials:
                 if t.number == number:
                     return t
@@ -124,5 +138,4 @@ def load_records(study_name: str | None = None, *, storage: str | None = None,
         raise StudyNotFoundError(f"--study-name {study_name!r}: no such study in {store.storage}; "
                                  f"allowed: {', '.join(names) or '(none)'}")
     study = optuna.load_study(study_name=study_name, storage=rdb)
-    tracker = Tracker(store.tracking_uri, store.artifact_root)
-    return StudyRecords(study=study, store=store, tracker=tracker, parent_run_id=study.user_attrs.get(STUDY_PARENT_RUN))
+    return StudyRecords(study=study, store=store, parent_run_id=study.user_attrs.get(STUDY_PARENT_RUN))

@@ -14,13 +14,13 @@ import json
 import math
 import textwrap
 import warnings
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 import optuna
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from nnstudy.diagnosis import Diagnosis, Label, diagnose
@@ -80,19 +80,31 @@ def read_curves(client: MlflowClient, run_id: str) -> Curves:
 
 @dataclass
 class _CurveReader:
-    """Reads each run's curves at most once during one call (no global cache)."""
+    """Reads each run's curves at most once during one call (no global cache). The MLflow client is
+    asked of ``connect`` when curves are first needed: trials that recorded their diagnosis need none."""
 
-    client: MlflowClient | None
+    connect: Callable[[], MlflowClient] | None
     study_attrs: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, Curves | None] = field(default_factory=dict)
+    opened: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient | None:
+        if self.opened is None and self.connect is not None:
+            self.opened = self.connect()
+        return self.opened
 
     def curves(self, trial: FrozenTrial) -> Curves | None:
         run_id = TrialRecord.from_trial(trial, self.study_attrs).run_id
-        if self.client is None or not run_id:
+        if self.connect is None or not run_id:
             return None
         if run_id not in self.seen:
+            from mlflow.exceptions import MlflowException
+
+            client = self.client
+            assert client is not None
             try:
-                self.seen[run_id] = read_curves(self.client, str(run_id))
+                self.seen[run_id] = read_curves(client, str(run_id))
             except MlflowException:  # the run was deleted from MLflow
                 self.seen[run_id] = None
         return self.seen[run_id]
@@ -138,15 +150,19 @@ def _frame(study: optuna.Study, reader: _CurveReader) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*LEAD_COLUMNS, *spreads, *measures, *columns.values(), *TAIL_COLUMNS])
 
 
-def trials_frame(study: optuna.Study, client: MlflowClient | None = None) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, client: MlflowClient | None = None, *,
+                 connect: Callable[[], MlflowClient] | None = None) -> pd.DataFrame:
     """One row per trial: number, state, value, each parameter (a column per name; ``param_<name>``
     if it clashes with a fixed column), best_epoch, stopped_epoch, duration_s, diagnosis,
     fail_reason, mlflow_run_id.
 
-    ``diagnosis`` is read from MLflow (two calls per COMPLETE/FAIL/PRUNED trial) when ``client``
-    is given; without it only diverged trials get one.
+    A trial's ``diagnosis`` is the one recorded when it ended; a finished trial without one has it
+    computed from its curves in MLflow (two calls per such trial) when ``client`` is given, or
+    ``connect``, a function that opens the client the first time curves are needed (none: no MLflow
+    import for a study whose trials all recorded theirs). Without either only diverged trials get one.
     """
-    return _frame(study, _CurveReader(client, study.user_attrs))
+    return _frame(study, _CurveReader(connect or ((lambda: client) if client is not None else None),
+                                      study.user_attrs))
 
 
 def _sorted_complete(study: optuna.Study) -> list[FrozenTrial]:
@@ -270,20 +286,32 @@ def import_plotting() -> None:
     import plotly.graph_objects  # noqa: F401
 
 
-class _ImportanceOnce(optuna.importance.BaseImportanceEvaluator):
-    """Optuna's default importance evaluator (fANOVA), computed once for both drawings of the
-    param_importances plot (the HTML and the PNG): the forest is the slow part of the report."""
+#: the depth of fANOVA's trees: Optuna's default (64) lets each tree grow a leaf per trial, and its
+#: pure-Python marginal variances then cost ~20 s of CPU at 1000 trials (5 s at 200); 64 leaves at most
+#: bound that near 1 s and rank parameters as the full depth does
+FANOVA_MAX_DEPTH = 6
 
-    def __init__(self) -> None:
-        self._evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        self._done: dict[Any, dict[str, float]] = {}
 
-    def evaluate(self, study: optuna.Study, params: list[str] | None = None, *,
-                 target: Callable[[optuna.trial.FrozenTrial], float] | None = None) -> dict[str, float]:
-        key = (tuple(params) if params is not None else None, target)
-        if key not in self._done:
-            self._done[key] = self._evaluator.evaluate(study, params, target=target)
-        return dict(self._done[key])
+def _importance_once() -> optuna.importance.BaseImportanceEvaluator:
+    """Optuna's default importance evaluator (fANOVA, trees of depth ``FANOVA_MAX_DEPTH``), computed once for
+    both drawings of the param_importances plot (the HTML and the PNG): the forest is the slow part of the
+    report. Made here, not at import: ``optuna.importance`` imports scikit-learn and SciPy (seconds), which
+    ``nnstudy trials`` (this module's table) never needs."""
+    import optuna.importance
+
+    class ImportanceOnce(optuna.importance.BaseImportanceEvaluator):
+        def __init__(self) -> None:
+            self._evaluator = optuna.importance.FanovaImportanceEvaluator(max_depth=FANOVA_MAX_DEPTH, seed=0)
+            self._done: dict[Any, dict[str, float]] = {}
+
+        def evaluate(self, study: optuna.Study, params: list[str] | None = None, *,
+                     target: Callable[[optuna.trial.FrozenTrial], float] | None = None) -> dict[str, float]:
+            key = (tuple(params) if params is not None else None, target)
+            if key not in self._done:
+                self._done[key] = self._evaluator.evaluate(study, params, target=target)
+            return dict(self._done[key])
+
+    return ImportanceOnce()
 
 
 def write_report(study: optuna.Study, out_dir: Path, *, client: MlflowClient, metric: str, top: int = 5) -> list[Path]:
@@ -300,7 +328,19 @@ def write_report(study: optuna.Study, out_dir: Path, *, client: MlflowClient, me
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context():  # optuna's plots switch the global style to ggplot: undo it afterwards
-        return _write_all(study, out_dir, _CurveReader(client, study.user_attrs), metric, top)
+        return _write_all(_Uncopied(study), out_dir, _CurveReader(lambda: client, study.user_attrs), metric, top)
+
+
+class _Uncopied(optuna.Study):
+    """The study as the report reads it: its trials are never deep-copied. Optuna's plots ask for
+    ``study.trials`` (a deep copy of every trial) again and again -- the importance plot once per
+    parameter -- which costs seconds at a thousand trials; they only read them."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__(study.study_name, study._storage, sampler=study.sampler, pruner=study.pruner)
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return super().get_trials(deepcopy=False, states=states)
 
 
 def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric: str, top: int) -> list[Path]:
@@ -346,7 +386,7 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
     ]
     # several objectives: Optuna's plots show the first, the study metric
     target: dict[str, Any] = {"target": first_value} if multi else {}
-    importance = _ImportanceOnce()
+    importance = _importance_once()
     for name, interactive, static, reason in plots:
         options = {**target, **({"evaluator": importance} if name == "param_importances" else {})}
         if reason is not None:

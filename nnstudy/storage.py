@@ -137,8 +137,8 @@ def _same_trial_value(spec: StudySpec, study: optuna.Study, created: bool) -> No
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
-    """The names of the studies in a storage."""
-    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    """The names of the studies in a storage (their trials are not read)."""
+    return optuna.study.get_all_study_names(storage)
 
 
 def _pid_alive(pid: int) -> bool:

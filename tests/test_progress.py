@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 import pandas as pd
+import pytest
 from rich.console import Console
 from rich.table import Table
 
@@ -76,4 +78,30 @@ def test_progress_follows_the_best_value() -> None:
 def test_frame_table_blanks_missing_values_and_rounds_floats() -> None:
     frame = pd.DataFrame({"number": [0, 1], "value": [0.123456, float("nan")], "state": ["COMPLETE", None]})
     table = frame_table(frame, title="t")
-    assert _rows(table) == [["0", "0.1235", "COMPLETE"], ["1", "", ""]]
+    assert table.rows == [["0", "0.1235", "COMPLETE"], ["1", "", ""]]
+
+
+def _drawn(renderable: Any, width: int) -> str:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [200, 60])
+def test_frame_table_draws_what_a_rich_table_draws(width: int) -> None:
+    frame = pd.DataFrame({"number": [0, 1], "state": ["COMPLETE", "FAIL"], "value": [0.5, float("nan")],
+                          "mlflow_run_id": ["db8452449a4f46ac9792d1d2a468a7dc", None]})
+    table = Table(title="study 'x': 2 trial(s)")
+    for col in frame.columns:
+        table.add_column(col, overflow="fold")
+    for row in frame_table(frame, title="x").rows:
+        table.add_row(*row)
+    drawn = _drawn(frame_table(frame, title="study 'x': 2 trial(s)"), width)
+    if width == 200:  # wide enough: line for line what rich's own Table draws
+        assert drawn == _drawn(table, width)
+    else:  # too narrow: the widest column folds and every line fits
+        lines = drawn.splitlines()
+        assert max(len(line) for line in lines) <= width
+        assert "db8452449a4f46ac9792d1d2a468a7dc" not in drawn
+        assert "".join(line.split("│")[-2].strip() for line in lines if "│" in line).startswith(
+            "db8452449a4f46ac9792d1d2a468a7dc")

@@ -27,6 +27,17 @@ def test_the_only_study_is_opened_with_its_parent_run(recorded_study: Callable[.
     assert records.client.get_run(rs.parent_id).info.run_id == rs.parent_id
 
 
+def test_reading_the_best_trial_opens_no_mlflow_client(recorded_study: Callable[..., Any]) -> None:
+    rs = recorded_study()
+    best = rs.add(0.2, {"learning_rate": 0.02, "optimizer": "sgd"})
+    rs.add(0.5, {"learning_rate": 0.01, "optimizer": "adam"})
+    records = _open(rs)
+    assert records.trial().number == best.number
+    assert records.opened_tracker is None  # `nnstudy best` and `trials` need only the Optuna storage
+    assert records.client.get_run(rs.parent_id).info.run_id == rs.parent_id  # opened on first use
+    assert records.tracker is records.opened_tracker
+
+
 def test_no_store_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StudyNotFoundError, match=r"no study store at .*optuna\.db; run `nnstudy run SPEC` first"):
         load_records(storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")

@@ -15,7 +15,8 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from nnstudy.report import LEAD_COLUMNS, TAIL_COLUMNS, read_curves, trials_frame, write_report
+from nnstudy.report import (LEAD_COLUMNS, TAIL_COLUMNS, _importance_once, _Uncopied, read_curves, trials_frame,
+                            write_report)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "slice", "learning_curves")
@@ -172,6 +173,39 @@ def test_trials_frame_with_client_matches_the_csv(setup: tuple[Path, MlflowClien
     frame = trials_frame(setup[2], setup[1])
     assert {n: d for n, d in zip(frame["number"], frame["diagnosis"]) if not pd.isna(d)} == EXPECTED
     assert frame.loc[frame["number"] == 7, "diagnosis"].isna().all()  # WAITING: not diagnosed
+
+
+def test_trials_frame_opens_mlflow_only_when_a_trial_needs_its_curves(
+        setup: tuple[Path, MlflowClient, optuna.Study]) -> None:
+    opened: list[int] = []
+
+    def connect() -> MlflowClient:
+        opened.append(1)
+        return setup[1]
+
+    frame = trials_frame(setup[2], connect=connect)  # no trial recorded its diagnosis: read once, one client
+    assert {n: d for n, d in zip(frame["number"], frame["diagnosis"]) if not pd.isna(d)} == EXPECTED
+    assert opened == [1]
+    recorded = optuna.create_study()
+    recorded.add_trial(optuna.trial.create_trial(value=0.3, user_attrs={"diagnosis": "ok", "mlflow_run_id": "r"}))
+    assert trials_frame(recorded, connect=connect)["diagnosis"].tolist() == ["ok"]
+    assert opened == [1]  # every trial recorded its diagnosis: MLflow is never opened
+
+
+def test_the_report_reads_the_trials_without_copying_them(setup: tuple[Path, MlflowClient, optuna.Study]) -> None:
+    study = setup[2]
+    view = _Uncopied(study)
+    assert [t.number for t in view.trials] == [t.number for t in study.trials]
+    assert view.trials[0] is view.trials[0] is view.get_trials(deepcopy=True)[0]  # Optuna's plots ask again and again
+    assert view.best_trial.number == study.best_trial.number and view.user_attrs == study.user_attrs
+
+
+def test_importances_rank_the_parameter_that_decides_the_value_first() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1.0, log=True) + 0.01 * t.suggest_float("dropout", 0, 0.5)
+                   + 0.001 * t.suggest_int("depth", 0, 3), n_trials=80)
+    importances = _importance_once().evaluate(study)
+    assert max(importances, key=importances.__getitem__) == "lr" and importances["lr"] > 0.9
 
 
 def test_read_curves_marks_unlogged_epochs_as_nan(setup: tuple[Path, MlflowClient, optuna.Study]) -> None:
