@@ -403,12 +403,31 @@ def dashboard(study_name: str | None, storage: str | None, tracking_uri: str | N
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    A command that loaded TensorFlow (run, reproduce, predict) ends with ``os._exit`` once its output is
+    flushed: every record is committed by then, and the interpreter's teardown of TensorFlow, MLflow and
+    SQLAlchemy took ~2 s of every such command while writing nothing."""
     try:
         cli.main(prog_name="nnstudy")
+        code: Any = 0
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        code = 130
+    except SystemExit as done:
+        code = done.code
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
