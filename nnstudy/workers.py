@@ -62,25 +62,31 @@ def detect_gpus() -> list[str]:
 #: worker's TensorFlow runtime, the prepared data and a small model take ~0.6-1 GiB)
 AUTO_WORKER_MEMORY = 1 << 30
 
+#: new trials each worker of ``--workers auto`` must have at least: a worker costs ~7 CPU seconds to start
+#: (a fresh Python importing TensorFlow, MLflow and Optuna) against 1-3 s for a small trial, so a study of
+#: few trials finished sooner in one process on 2 cores (benchmarks/RESULTS.md: 7 trials 40 s with workers
+#: vs 35 s without; 16 trials 53 s vs 61 s)
+AUTO_TRIALS_PER_WORKER = 8
+
 
 def auto_workers(n_trials: int, *, cores: int | None = None, gpus: list[str] | None = None,
                  available_memory: int | None = None) -> int:
     """How many worker processes ``--workers auto`` starts: one per core this process may use (its CPU
-    affinity, as a container's cpuset limits it), at most one per new trial and per GiB of available
-    memory; 1 (trials in this process) on a machine with a GPU, where one process trains on it, or with
-    a single core.
+    affinity, as a container's cpuset limits it), at most one per :data:`AUTO_TRIALS_PER_WORKER` new trials
+    and per GiB of available memory; 1 (trials in this process) on a machine with a GPU, where one process
+    trains on it, with a single core, or for a study too short to pay for starting workers.
 
     Small Keras models use about one core each, so a study with several workers of one thread each
     runs its trials side by side; a trial's curve does not depend on the worker it runs in."""
     present = detect_gpus() if gpus is None else gpus
     cores = cores if cores is not None else len(os.sched_getaffinity(0))
-    if present or cores <= 1 or n_trials <= 1:
+    if present or cores <= 1 or n_trials < 2 * AUTO_TRIALS_PER_WORKER:
         return 1
     if available_memory is None:
         import psutil
 
         available_memory = int(psutil.virtual_memory().available)
-    return max(1, min(cores, n_trials, available_memory // AUTO_WORKER_MEMORY))
+    return max(1, min(cores, n_trials // AUTO_TRIALS_PER_WORKER, available_memory // AUTO_WORKER_MEMORY))
 
 
 def resolve_workers(workers: int | str, n_trials: int) -> int:

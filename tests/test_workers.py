@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from nnstudy.cli import cli
 from nnstudy.errors import UserInputError
-from nnstudy.workers import AUTO_WORKER_MEMORY, auto_workers, plan_workers, resolve_workers, split_trials
+from nnstudy.workers import AUTO_TRIALS_PER_WORKER, AUTO_WORKER_MEMORY, auto_workers, plan_workers, resolve_workers, split_trials
 
 
 def test_split_is_exact_and_balanced() -> None:
@@ -60,19 +60,22 @@ def test_bad_worker_arguments_are_user_errors() -> None:
 
 def test_auto_starts_one_worker_per_core_where_it_pays() -> None:
     memory = 64 * AUTO_WORKER_MEMORY
-    assert auto_workers(16, cores=2, gpus=[], available_memory=memory) == 2
-    assert auto_workers(3, cores=8, gpus=[], available_memory=memory) == 3  # never more workers than trials
-    assert auto_workers(16, cores=8, gpus=[], available_memory=3 * AUTO_WORKER_MEMORY + 1) == 3  # nor than GiBs free
-    assert auto_workers(16, cores=1, gpus=[], available_memory=memory) == 1  # one core: trials in this process
-    assert auto_workers(1, cores=8, gpus=[], available_memory=memory) == 1
-    assert auto_workers(16, cores=8, gpus=["0"], available_memory=memory) == 1  # a GPU: one process trains on it
-    assert auto_workers(16, cores=8, gpus=[], available_memory=AUTO_WORKER_MEMORY // 2) == 1
+    many = 100 * AUTO_TRIALS_PER_WORKER
+    assert auto_workers(2 * AUTO_TRIALS_PER_WORKER, cores=2, gpus=[], available_memory=memory) == 2
+    assert auto_workers(many, cores=8, gpus=[], available_memory=memory) == 8
+    # a worker costs seconds to start: each needs AUTO_TRIALS_PER_WORKER trials, and a short study stays in-process
+    assert auto_workers(3 * AUTO_TRIALS_PER_WORKER, cores=8, gpus=[], available_memory=memory) == 3
+    assert auto_workers(2 * AUTO_TRIALS_PER_WORKER - 1, cores=8, gpus=[], available_memory=memory) == 1
+    assert auto_workers(many, cores=8, gpus=[], available_memory=3 * AUTO_WORKER_MEMORY + 1) == 3  # GiBs free
+    assert auto_workers(many, cores=1, gpus=[], available_memory=memory) == 1  # one core: trials in this process
+    assert auto_workers(many, cores=8, gpus=["0"], available_memory=memory) == 1  # a GPU: one process trains on it
+    assert auto_workers(many, cores=8, gpus=[], available_memory=AUTO_WORKER_MEMORY // 2) == 1
 
 
 def test_resolve_workers_takes_a_count_or_auto() -> None:
     assert resolve_workers(3, 10) == 3
     assert resolve_workers("4", 10) == 4
-    assert 1 <= resolve_workers("auto", 10) <= len(os.sched_getaffinity(0))
+    assert 1 <= resolve_workers("auto", 100) <= len(os.sched_getaffinity(0))
     with pytest.raises(UserInputError, match="--workers lots: allowed: auto or an integer >= 1"):
         resolve_workers("lots", 10)
 
@@ -80,15 +83,15 @@ def test_resolve_workers_takes_a_count_or_auto() -> None:
 _FIXED = """
 [study]
 name = "fixed"
-n_trials = 4
+n_trials = 16
 pruner = "none"
 [data]
 source = "pass_fail"
 n_samples = 300
 [train]
-max_epochs = 3
+max_epochs = 2
 [search]
-learning_rate = { low = 1e-3, high = 1e-1, log = true }
+learning_rate = { low = 1e-3, high = 0.2, log = true }
 units = [8, 16]
 dropout = { low = 0.0, high = 0.3 }
 depth = 1
@@ -96,7 +99,7 @@ depth = 1
 learning_rate = {lr}
 units = {units}
 dropout = {dropout}
-""" for lr, units, dropout in [(0.01, 8, 0.0), (0.05, 16, 0.2), (0.002, 16, 0.1), (0.09, 8, 0.3)])
+""" for lr, units, dropout in [(0.01 * (k + 1), (8, 16)[k % 2], (0.0, 0.1, 0.2, 0.3)[k % 4]) for k in range(16)])
 
 
 @pytest.mark.slow
@@ -119,8 +122,8 @@ def test_by_default_a_study_uses_every_core_with_the_values_of_one_process(
         result = CliRunner().invoke(cli, ["run", "f.toml", "--no-progress"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         trials = optuna.load_study(study_name="fixed", storage="sqlite:///mlruns/optuna.db").get_trials()
-        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
-        expected = min(4, len(os.sched_getaffinity(0))) if variant == "auto" else 1
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 16
+        expected = min(16 // AUTO_TRIALS_PER_WORKER, len(os.sched_getaffinity(0))) if variant == "auto" else 1
         assert len({t.user_attrs["pid"] for t in trials}) == expected
         values[variant] = {t.number: (t.params, t.value) for t in trials}
     assert values["auto"] == values["1"]
