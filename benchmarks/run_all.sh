@@ -8,7 +8,8 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (the benc
 $PY -m pip install -q -r benchmarks/requirements.txt
 $PY benchmarks/compare.py --repeats "${REPEATS:-3}"   # nnstudy (3 ways) vs peer vs limit
 $PY benchmarks/workers.py --repeats "${REPEATS:-3}"   # 16 configurations: --workers 1 vs the default (every core)
+$PY benchmarks/reuse.py                               # 150 trials of 2 epochs: compiled models reused vs not
 $PY benchmarks/pruning.py                             # 40 digits trials: none vs median, hyperband, percentile (warm-up 5, 2), asha
-$PY benchmarks/memory.py --n-trials 500              # RSS after trial 10 vs 500, all in one process (the default)
+$PY benchmarks/memory.py --n-trials 500              # RSS after trial 10 vs 500, all in one process (--workers 1)
 $PY benchmarks/scale.py --n-trials 1000              # 1000 1-epoch trials: per-trial overhead per hundred; report, trials, best, UI
 echo "done: benchmarks/RESULTS.md"

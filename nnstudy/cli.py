@@ -424,6 +424,9 @@ def main() -> None:
     import logging
     import os
 
+    from nnstudy.store import checkpoint_written
+
+    checkpoint_written()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -201,6 +201,9 @@ def _worker_main(conn: Any, env: dict[str, str], backend: str) -> None:
         sys.exit(130)
     # every record is committed: skip tearing down TensorFlow's, MLflow's and SQLAlchemy's state at exit, which
     # took seconds at the end of every study (the parent waits for its workers before it writes the report)
+    from nnstudy.store import checkpoint_written
+
+    checkpoint_written()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -190,3 +190,28 @@ def test_wal_stores_commit_without_an_fsync_and_other_sqlite_files_keep_theirs(
     assert _synchronous(sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'other.db'}")) == full
     make_storage(f"sqlite:///{tmp_path / 'rollback.db'}")
     assert _synchronous(sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'rollback.db'}")) == full
+
+
+def test_checkpoint_written_puts_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    """A process ending with os._exit (nnstudy run, its workers) first moves its stores' WAL into the database
+    files: a copy of the .db file alone then holds every record."""
+    import shutil
+    import sqlite3
+
+    from nnstudy.store import checkpoint_written, commit_without_fsync
+
+    db = tmp_path / "records.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    commit_without_fsync(f"sqlite:///{db}")
+    open_conn = sqlite3.connect(db)  # left open, as at os._exit
+    open_conn.execute("CREATE TABLE t (x)")
+    open_conn.execute("INSERT INTO t VALUES (1)")
+    open_conn.commit()
+    assert (tmp_path / "records.db-wal").stat().st_size > 0
+    checkpoint_written()
+    assert (tmp_path / "records.db-wal").stat().st_size == 0
+    shutil.copyfile(db, tmp_path / "copy.db")
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("SELECT x FROM t").fetchall() == [(1,)]
+    open_conn.close()
