@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import platform
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -100,3 +101,19 @@ def command_line() -> str:
     args = [Path(sys.executable).relative_to(ROOT).as_posix() if str(sys.executable).startswith(str(ROOT))
             else sys.executable, *sys.argv]
     return " ".join(args)
+
+
+def finished_trials(db: Path) -> int | None:
+    """Trials of an Optuna SQLite store that have ended (COMPLETE, PRUNED, FAIL), read-only; None before the
+    store exists or while it is locked."""
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        try:
+            (n,) = con.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
+            return int(n)
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None  # schema not there yet, or locked for a moment

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import nnstudy
-from _common import NNSTUDY, ROOT, child_env, command_line, machine, md_table, write_section
+from _common import NNSTUDY, ROOT, child_env, command_line, finished_trials, machine, md_table, write_section
 
 TARGET = 0.10
 
@@ -80,20 +79,6 @@ def sample(root: int) -> tuple[int, int, int, int] | None:
     pids = [root, *descendants(root)]
     rss = [r for r in (rss_kib(p) for p in pids) if r is not None]
     return own, sum(rss), sum(pss_kib(p) for p in pids), len(rss)
-
-
-def finished_trials(db: Path) -> int | None:
-    if not db.exists():
-        return None
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
-        try:
-            (n,) = con.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
-            return int(n)
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None  # schema not there yet, or locked for a moment
 
 
 def main() -> None:

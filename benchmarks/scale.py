@@ -48,7 +48,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -58,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import nnstudy
-from _common import NNSTUDY, ROOT, child_env, command_line, machine, machine_md, md_table, med, write_section
+from _common import (NNSTUDY, ROOT, child_env, command_line, finished_trials, machine, machine_md, md_table, med,
+                     write_section)
 
 STUDY = "pass-fail"
 TARGET_FLAT = 0.10  # last bucket's median overhead within 10% of the first's
@@ -85,18 +85,6 @@ def spec_text(sampler: str) -> str:
 
 def stores(folder: Path) -> list[str]:
     return ["--storage", f"sqlite:///{folder}/optuna.db", "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
-
-
-def finished(db: Path) -> int | None:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
-        try:
-            (n,) = con.execute("SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()
-            return int(n)
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None  # not made yet, or locked for a moment
 
 
 def snapshot(src: Path, dst: Path) -> None:
@@ -171,7 +159,7 @@ def run_study(work: Path, args: argparse.Namespace, points: list[int]) -> tuple[
     with open(work / "run.stdout.txt", "w") as out, open(work / "run.stderr.txt", "w") as err:
         proc = subprocess.Popen(cmd, cwd=work, env=child_env(), stdout=out, stderr=err)
         while proc.poll() is None:
-            n = finished(live / "optuna.db")
+            n = finished_trials(live / "optuna.db")
             if n is not None:
                 samples.append(Sample(time.perf_counter() - start, n, tree_cpu_s(proc.pid, seen), os.getloadavg()[0]))
             if n is not None and todo and n >= todo[0]:
