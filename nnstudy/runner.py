@@ -73,8 +73,9 @@ def run_study(spec: StudySpec, *, storage: str | None = None, tracking_uri: str 
     ``workers > 1`` (or ``gpus``) runs the trials in that many worker processes, each with its
     share of the threads (or its GPU slot); the total number of new trials stays exact. ``"auto"``
     (the command line's default) starts one per core on a machine without a GPU
-    (:func:`nnstudy.workers.auto_workers`); worker processes are spawned, so a script that calls this
-    with workers must guard its top level with ``if __name__ == "__main__":``.
+    (:func:`nnstudy.workers.auto_workers`); worker processes are spawned (or forked: see
+    :func:`nnstudy.workers.start_method`), so a script that calls this with workers must guard its top
+    level with ``if __name__ == "__main__":``.
     ``schemas``: empty stores being made ahead (:meth:`nnstudy.schemas.SchemaTemplates.start`, which the
     command line calls before it imports TensorFlow): put in place of the local SQLite files not yet there.
     Defaults: the local store under ``./mlruns``, one process, a progress display on stderr.

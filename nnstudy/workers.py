@@ -1,8 +1,9 @@
 """Worker processes: several processes (or GPU slots) running trials of one study.
 
 ``plan_workers`` decides the environment of each worker (threads per worker, the GPU it
-sees); ``run_workers`` starts them as separate processes (spawned, so each sets its Keras
-backend and device before importing Keras), shows one progress display for all of them
+sees); ``run_workers`` starts them as separate processes (forked from a parent that imported
+TensorFlow without running it, else spawned, so each sets its Keras backend and device before
+importing Keras: :func:`start_method`), shows one progress display for all of them
 and stops them cleanly on Ctrl-C/SIGTERM. The total number of new trials is split exactly
 between the workers. Processes on other machines join the same study through a shared
 storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
@@ -10,6 +11,7 @@ storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
@@ -149,13 +151,33 @@ def split_trials(n_trials: int, n_workers: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(n_workers)]
 
 
-def _worker_main(conn: Any, env: dict[str, str], backend: str) -> None:
-    """Entry point of a worker process (spawned: nothing of Keras is imported yet).
+def start_method(plan: WorkerPlan, backend: str) -> str:
+    """How a worker process starts: ``"fork"`` where this process has imported TensorFlow but not started its
+    runtime (no operation has run, so no thread pool, device or kernel exists yet: the child starts its own)
+    and runs one Python thread, on Linux, for a CPU worker -- the child then has TensorFlow, MLflow and Optuna
+    imported at no cost (a fresh Python pays ~7 CPU seconds for them); otherwise ``"spawn"``: a fresh Python
+    that sets its environment (threads, GPU) before it imports anything."""
+    import threading
+
+    if (sys.platform != "linux" or backend != "tensorflow" or plan.env.get("CUDA_VISIBLE_DEVICES") != ""
+            or "tensorflow" not in sys.modules or threading.active_count() > 1):
+        return "spawn"
+    try:
+        from tensorflow.python.eager import context
+    except ImportError:
+        return "spawn"
+    return "fork" if getattr(context, "_context", True) is None else "spawn"
+
+
+def _worker_main(conn: Any, env: dict[str, str], backend: str, inherited: list[int] | None = None) -> None:
+    """Entry point of a worker process (spawned, so nothing of Keras is imported yet; or forked from a
+    parent that imported it but never ran it, see :func:`start_method`).
 
     It sets its environment (threads, GPU), imports its Keras backend and nnstudy's trial pipeline at
     once -- while the parent still validates the spec and data and creates the stores -- then waits on
     ``conn`` for its task: ``(spec, store, data, n_trials, timeout)``, or ``None`` (the study did not
-    start: exit 0 having written nothing).
+    start: exit 0 having written nothing). ``inherited``: file descriptors a forked child closes (the
+    parent's ends of the other workers' pipes).
 
     It starts with SIGINT ignored (see :func:`nnstudy.interrupts.sigint_ignored`): a Ctrl-C before the gate
     below is installed reaches the parent, which stops it with SIGTERM. Exits 130 when interrupted, its
@@ -163,6 +185,9 @@ def _worker_main(conn: Any, env: dict[str, str], backend: str) -> None:
     from nnstudy.interrupts import GATE
 
     GATE.install()
+    for fd in inherited or []:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     try:
         from nnstudy import runtime
 
@@ -220,7 +245,6 @@ class WorkerPool:
 
     def __init__(self, plans: list[WorkerPlan], backend: str) -> None:
         self.plans, self.backend = plans, backend
-        self._spawn = multiprocessing.get_context("spawn")
         self._waiting: dict[int, tuple[Any, Any]] = {}
         for i in range(len(plans)):
             self._waiting[i] = self._start(i)
@@ -228,9 +252,13 @@ class WorkerPool:
     def _start(self, i: int) -> tuple[Any, Any]:
         from nnstudy.interrupts import sigint_ignored
 
-        ours, theirs = self._spawn.Pipe(duplex=False)
-        proc = self._spawn.Process(target=_worker_main, name=f"nnstudy-{self.plans[i].name}", daemon=False,
-                                   args=(ours, self.plans[i].env, self.backend))
+        method = start_method(self.plans[i], self.backend)
+        context = multiprocessing.get_context(method)
+        ours, theirs = context.Pipe(duplex=False)
+        # a forked child holds copies of this process's ends of the other workers' pipes: it closes them
+        others = [conn.fileno() for _, conn in self._waiting.values()] if method == "fork" else []
+        proc = context.Process(target=_worker_main, name=f"nnstudy-{self.plans[i].name}", daemon=False,
+                               args=(ours, self.plans[i].env, self.backend, others))
         with sigint_ignored():  # inherited: the child takes Ctrl-C only once it can record it
             proc.start()
         ours.close()

@@ -142,8 +142,9 @@ def test_workers_started_for_bad_data_are_stopped_and_nothing_is_written(
     assert result.exit_code == 2, result.output
     assert "rows.csv" in result.output and "no rows" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "rows.csv"]
+    # (spawned or forked: any child process of this one still running is a worker left behind)
     workers = [c for c in psutil.Process().children(recursive=True)
-               if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(c.cmdline())]
+               if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert workers == []
 
 
@@ -220,3 +221,43 @@ depth = 1
     pids = [t.user_attrs["pid"] for t in sorted(trials, key=lambda t: t.number)]
     assert len(set(pids)) == 3  # 2 + 2 + 1 trials, each batch in a fresh process
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
+
+
+_START_METHODS = """
+import sys
+from nnstudy import runtime
+from nnstudy.workers import WorkerPlan, WorkerPool, plan_workers, start_method
+
+cpu = plan_workers(2)[0]
+gpu = WorkerPlan(name="gpu0", env={"CUDA_VISIBLE_DEVICES": "0"})
+print("before-import", start_method(cpu, "tensorflow"))
+runtime.configure("tensorflow", import_keras=True)
+import keras  # noqa: F401
+print("imported", start_method(cpu, "tensorflow"), start_method(gpu, "tensorflow"), start_method(cpu, "jax"))
+pool = WorkerPool([cpu, cpu], "tensorflow")
+procs = [pool.take(i, None) for i in range(2)]  # no task: each forked worker closes its inherited ends and exits 0
+for proc in procs:
+    proc.join(120)
+print("workers", [p._popen.method for p in procs], [p.exitcode for p in procs])
+import tensorflow as tf
+tf.constant(1.0) + 1.0  # TensorFlow's runtime started: its threads would not survive a fork
+print("after-op", start_method(cpu, "tensorflow"))
+"""
+
+
+def test_workers_are_forked_only_while_tensorflow_is_imported_but_not_started(tmp_path: Path) -> None:
+    """A CPU worker is forked from a parent that imported TensorFlow without running it (it starts with
+    everything imported) and works; a GPU worker, another backend, a parent that never imported TensorFlow
+    or one whose runtime has started gets a fresh (spawned) Python."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "methods.py"
+    script.write_text(_START_METHODS)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["before-import"] == "spawn"
+    assert lines["imported"] == "fork spawn spawn"
+    assert lines["workers"] == "['fork', 'fork'] [0, 0]"
+    assert lines["after-op"] == "spawn"
