@@ -20,19 +20,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from nnstudy.contract import ATTR_FAIL_REASON, ATTR_PID
-from nnstudy.runtime import thread_env
 from nnstudy.errors import NnstudyError, UserInputError, is_disk_full
+from nnstudy.runtime import thread_env
 
 if TYPE_CHECKING:
-    from nnstudy.data import PreparedData
-    from nnstudy.progress import StudyProgress
     from nnstudy.context import StudyContext
-    from nnstudy.spec import StudySpec
-    from nnstudy.store import Store
+    from nnstudy.progress import StudyProgress
 
 
 @dataclass(frozen=True)
@@ -253,7 +251,7 @@ class WorkerPool:
         from nnstudy.interrupts import sigint_ignored
 
         method = start_method(self.plans[i], self.backend)
-        context = multiprocessing.get_context(method)
+        context: Any = multiprocessing.get_context(method)
         ours, theirs = context.Pipe(duplex=False)
         # a forked child holds copies of this process's ends of the other workers' pipes: it closes them
         others = [conn.fileno() for _, conn in self._waiting.values()] if method == "fork" else []

@@ -12,7 +12,14 @@ from mlflow.tracking import MlflowClient
 
 from nnstudy.cli import cli
 from nnstudy.errors import UserInputError
-from nnstudy.workers import AUTO_TRIALS_PER_WORKER, AUTO_WORKER_MEMORY, auto_workers, plan_workers, resolve_workers, split_trials
+from nnstudy.workers import (
+    AUTO_TRIALS_PER_WORKER,
+    AUTO_WORKER_MEMORY,
+    auto_workers,
+    plan_workers,
+    resolve_workers,
+    split_trials,
+)
 
 
 def test_split_is_exact_and_balanced() -> None:
