@@ -32,8 +32,10 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-#: idle compiled models kept per process, the least recently used dropped first
-MAX_MODELS = 32
+#: idle compiled models kept per process, the least recently used dropped first. Each holds ~12 MiB (its
+#: traced graphs, kernels and variables): on the shipped pass_fail study (TPE, 3 epochs, one process), 8 kept
+#: models reused 67% of the trials with RSS +4% from trial 10 to 200; 32 reused 77% at +39% (benchmarks/RESULTS.md)
+MAX_MODELS = 8
 
 
 class CompiledModels:
