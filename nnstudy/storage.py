@@ -3,16 +3,19 @@ creating or loading the study, and repairing trials left RUNNING by a dead proce
 
 from __future__ import annotations
 
-import datetime
 import copy
+import datetime
+import json
 import os
 import platform
 import time
 import warnings
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Container, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
+from optuna.distributions import BaseDistribution, json_to_distribution
+from optuna.trial import FrozenTrial, TrialState
 
 from nnstudy.contract import (
     ATTR_FAIL_REASON,
@@ -24,11 +27,10 @@ from nnstudy.contract import (
     run_id_of,
 )
 from nnstudy.errors import SpecError, StoreError
-from nnstudy.sampling import ProcessSampler, make_pruner
-from nnstudy.spec import StudySpec
 from nnstudy.store import absolute_sqlite, commit_without_fsync
 
 if TYPE_CHECKING:
+    from nnstudy.spec import StudySpec
     from nnstudy.tracking import Tracker
 
 #: heartbeat settings used when no spec is at hand (reading a study); the spec's [study] fields win
@@ -46,11 +48,104 @@ class RetryDeadTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         super().__call__(study, bare)
 
 
+class ReadingStorage(optuna.storages.RDBStorage):
+    """The RDB storage of the commands that read a study: a study's trials are read as plain rows, one
+    query per table, and built into the same ``FrozenTrial``s Optuna builds. Optuna reads them as ORM
+    objects, one per trial, parameter, attribute and value (some 30,000 at a thousand trials, a second
+    of ``nnstudy trials``), and parses each parameter's distribution again per trial. It takes the place of a
+    private method of Optuna's and reads Optuna's tables: where another Optuna version names them otherwise (or
+    calls the method otherwise), Optuna's own reader is used."""
+
+    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
+        try:
+            return self._read_rows(*args, **kwargs)
+        except (AttributeError, ImportError, TypeError):
+            return super()._get_trials(*args, **kwargs)
+
+    def _read_rows(self, study_id: int, states: Container[TrialState] | None, included_trial_ids: set[int],
+                   trial_id_greater_than: int) -> list[FrozenTrial]:
+        import sqlalchemy as sa
+        from optuna.storages._rdb import models
+
+        trial = models.TrialModel
+        where = [trial.study_id == study_id]
+        if states is not None:
+            where.append(trial.state.in_(list(cast(Iterable[TrialState], states))))
+        if trial_id_greater_than > -1:  # Optuna's cache asks again for what it has not seen finished
+            newer = trial.trial_id > trial_id_greater_than
+            unfinished = [i for i in included_trial_ids if i <= trial_id_greater_than]
+            where.append(sa.or_(newer, trial.trial_id.in_(unfinished)) if unfinished else newer)
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(models.StudyModel.study_id).where(
+                    models.StudyModel.study_id == study_id)).first() is None:
+                raise KeyError(f"No study with study_id {study_id} exists.")
+
+            def rows(model: Any, *columns: Any) -> Iterable[Any]:  # a child table's rows of the study's trials
+                return conn.execute(sa.select(model.trial_id, *columns).join(trial, trial.trial_id == model.trial_id)
+                                    .where(*where))
+
+            wanted = {r[0]: r for r in conn.execute(sa.select(
+                trial.trial_id, trial.number, trial.state, trial._datetime_start_utc, trial._datetime_complete_utc)
+                .where(*where).order_by(trial.trial_id))}
+            if not wanted:  # nothing new since the last read: the plots read the study's trials again and again
+                return []
+            kids: dict[str, dict[int, list[Any]]] = {name: {tid: [] for tid in wanted}
+                                                     for name in ("param", "value", "user", "system", "step")}
+            for name, found in (
+                    ("param", rows(models.TrialParamModel, models.TrialParamModel.param_id,
+                                   models.TrialParamModel.param_name, models.TrialParamModel.param_value,
+                                   models.TrialParamModel.distribution_json)),
+                    ("value", rows(models.TrialValueModel, models.TrialValueModel.objective,
+                                   models.TrialValueModel.value, models.TrialValueModel.value_type)),
+                    ("user", rows(models.TrialUserAttributeModel, models.TrialUserAttributeModel.key,
+                                  models.TrialUserAttributeModel.value_json)),
+                    ("system", rows(models.TrialSystemAttributeModel, models.TrialSystemAttributeModel.key,
+                                    models.TrialSystemAttributeModel.value_json)),
+                    ("step", rows(models.TrialIntermediateValueModel, models.TrialIntermediateValueModel.step,
+                                  models.TrialIntermediateValueModel.intermediate_value,
+                                  models.TrialIntermediateValueModel.intermediate_value_type))):
+                for row in found:
+                    if row[0] in wanted:
+                        kids[name][row[0]].append(row[1:])
+        parsed: dict[str, BaseDistribution] = {}  # a study's few distinct distributions, parsed once
+
+        def distribution(text: str) -> BaseDistribution:
+            if text not in parsed:
+                parsed[text] = json_to_distribution(text)
+            return parsed[text]
+
+        out = []
+        for tid, (_, number, state, start, complete) in wanted.items():
+            stored = kids["value"][tid]
+            values: list[float] | None = None
+            if stored:
+                values = [0.0] * len(stored)
+                for objective, value, kind in stored:
+                    values[objective] = models.TrialValueModel.stored_repr_to_value(value, kind)
+            params = sorted(kids["param"][tid], key=lambda p: p[0])
+            out.append(FrozenTrial(
+                number=number, state=state, value=None, values=values, datetime_start=_local(start),
+                datetime_complete=_local(complete),
+                params={name: distribution(text).to_external_repr(value) for _, name, value, text in params},
+                distributions={name: distribution(text) for _, name, _, text in params},
+                user_attrs={key: json.loads(text) for key, text in kids["user"][tid]},
+                system_attrs={key: json.loads(text) for key, text in kids["system"][tid]},
+                intermediate_values={step: models.TrialIntermediateValueModel.stored_repr_to_intermediate_value(
+                    value, kind) for step, value, kind in kids["step"][tid]},
+                trial_id=tid))
+        return out
+
+
+def _local(utc: datetime.datetime | None) -> datetime.datetime | None:
+    """A stored trial time (naive UTC) as Optuna gives it: naive local time."""
+    return None if utc is None else utc.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)
+
+
 def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL_S,
                  heartbeat_grace: int = DEFAULT_HEARTBEAT_GRACE_S, create: bool = True) -> optuna.storages.BaseStorage:
     """RDB storage with heartbeats (trials of dead workers are failed, then re-run up to
     ``max_retries`` times) and a patient SQLite lock. ``create=False`` (reading a study) never makes
-    the schema."""
+    the schema, and reads the trials in bulk (:class:`ReadingStorage`)."""
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -63,9 +158,10 @@ def make_storage(url: str, *, max_retries: int = 1, heartbeat_interval: int = DE
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 retry = RetryDeadTrial(max_retry=max_retries)
-                return optuna.storages.RDBStorage(absolute_sqlite(url), engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
-                                                  heartbeat_stale_trial_callback=retry, skip_table_creation=not create)
+                kind = optuna.storages.RDBStorage if create else ReadingStorage
+                return kind(absolute_sqlite(url), engine_kwargs=engine_kwargs,
+                            heartbeat_interval=heartbeat_interval, grace_period=heartbeat_grace,
+                            heartbeat_stale_trial_callback=retry, skip_table_creation=not create)
         except Exception as err:  # sqlalchemy raises many kinds for a bad URL or an unreachable server
             last = err
             if "UNIQUE constraint" not in str(err) and "already exists" not in str(err) and "locked" not in str(err):
@@ -84,6 +180,8 @@ def storage_for(spec: StudySpec, url: str) -> optuna.storages.BaseStorage:
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
     """Create the study or load it (resume); its direction must match the spec.
     Returns the study and whether this call created it (exactly one process does)."""
+    from nnstudy.sampling import ProcessSampler, make_pruner
+
     try:
         study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                     pruner=make_pruner(spec), sampler=ProcessSampler(spec))

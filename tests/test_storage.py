@@ -231,3 +231,52 @@ def test_an_interrupted_process_ends_the_trials_it_started_even_without_their_pi
     states = {t._trial_id: t for t in study.get_trials()}
     assert states[mine].state == optuna.trial.TrialState.FAIL and states[mine].user_attrs[ATTR_FAIL_REASON] == "disk-full"
     assert states[other].state == optuna.trial.TrialState.RUNNING
+
+
+def test_reading_storage_builds_the_trials_optuna_builds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=url, directions=["minimize", "maximize"])
+    dists = {"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+             "units": optuna.distributions.IntDistribution(8, 64, step=8),
+             "opt": optuna.distributions.CategoricalDistribution(["adam", "sgd", None])}
+    for i, (state, values) in enumerate([(optuna.trial.TrialState.COMPLETE, [0.5, float("inf")]),
+                                         (optuna.trial.TrialState.COMPLETE, [float("-inf"), 2.0]),
+                                         (optuna.trial.TrialState.FAIL, None),
+                                         (optuna.trial.TrialState.PRUNED, None)]):
+        study.add_trial(optuna.trial.create_trial(
+            state=state, values=values, params={"lr": 0.01 * (i + 1), "units": 8 * (i + 1), "opt": [None, "sgd"][i % 2]},
+            distributions=dists, user_attrs={"seed": i, "nested": {"a": [1, i]}}, system_attrs={"fixed_params": {"x": i}},
+            intermediate_values={1: 0.7, 2: float("nan"), 3: float("inf")}))
+    running = study.ask()  # no values, no end time
+    running.suggest_float("lr", 1e-4, 1.0, log=True)
+    read = optuna.load_study(study_name="s", storage=make_storage(url, create=False))
+    plain = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url, skip_table_creation=True))
+    assert type(read._storage._backend).__name__ == "ReadingStorage"  # type: ignore[attr-defined]
+
+    def same(a: list[optuna.trial.FrozenTrial], b: list[optuna.trial.FrozenTrial]) -> bool:  # NaN != NaN: by repr
+        return [(repr(t), t._trial_id) for t in a] == [(repr(t), t._trial_id) for t in b]
+
+    assert same(read.get_trials(deepcopy=False), plain.get_trials(deepcopy=False))
+    assert len(read.trials) == 5 and read.trials[1].values == [float("-inf"), 2.0]
+    assert read.trials[0].intermediate_values[3] == float("inf") and read.trials[0].params["opt"] is None
+    done = (optuna.trial.TrialState.COMPLETE,)
+    assert same(read.get_trials(states=done), plain.get_trials(states=done))
+    study.tell(running, [0.1, 3.0])  # read again: the trial that finished since is read as it is now
+    assert read.trials[-1].state == optuna.trial.TrialState.COMPLETE and same(read.trials, plain.trials)
+
+
+def test_reading_storage_falls_back_to_optunas_reader_where_its_tables_differ(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another Optuna version (a renamed column, another signature of the private reader): Optuna reads them."""
+    from nnstudy.storage import ReadingStorage
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+
+    def renamed(self: ReadingStorage, *args: object, **kwargs: object) -> list[optuna.trial.FrozenTrial]:
+        raise AttributeError("type object 'TrialModel' has no attribute '_datetime_start_utc'")
+
+    monkeypatch.setattr(ReadingStorage, "_read_rows", renamed)
+    read = optuna.load_study(study_name="s", storage=make_storage(url, create=False))
+    assert [(t.number, t.value, t.params) for t in read.trials] == [(t.number, t.value, t.params) for t in study.trials]
