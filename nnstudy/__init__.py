@@ -20,19 +20,25 @@ from nnstudy.errors import (
     TrialFailed,
     UserInputError,
 )
-from nnstudy.spec import StudySpec, load_spec, parse_spec
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from nnstudy.api import best, open_study, predict, reproduce, run_study, trials_frame
     from nnstudy.runner import StudyOutcome
+    from nnstudy.spec import StudySpec, load_spec, parse_spec
 
 _API = ("run_study", "open_study", "trials_frame", "best", "reproduce", "predict")
+_SPEC = ("StudySpec", "load_spec", "parse_spec")
 
 
 def __getattr__(name: str) -> Any:
-    # heavy modules (TensorFlow, MLflow, Optuna) load only when used, so `nnstudy --help` is instant
+    # heavy modules (TensorFlow, MLflow, Optuna; pydantic for the spec) load only when used, so `nnstudy --help`
+    # is instant and the commands that read a study never build the spec's models
+    if name in _SPEC:
+        from nnstudy import spec
+
+        return getattr(spec, name)
     if name in _API:
         from nnstudy import api
 

@@ -14,11 +14,11 @@ import optuna
 from nnstudy.contract import STUDY_PARENT_RUN, TrialRecord, run_id_of
 from nnstudy.errors import StudyNotFoundError
 from nnstudy.pareto import front, is_multi, objective_names
-from nnstudy.spec import StudySpec, parse_spec
 from nnstudy.storage import make_storage, study_names
 from nnstudy.store import Store, resolve_store
 
 if TYPE_CHECKING:
+    from nnstudy.spec import StudySpec
     from nnstudy.tracking import Tracker
 
 
@@ -61,6 +61,8 @@ class StudyRecords:
 
     def spec(self) -> StudySpec:
         """The spec the study was run with, validated (a spec with ``[model].layers`` imports Keras)."""
+        from nnstudy.spec import parse_spec
+
         return parse_spec(self.raw_spec())
 
     def backend(self) -> str:

@@ -126,3 +126,14 @@ def test_swapped_stores_are_named_and_left_untouched(recorded_study: Callable[..
                                          r"the Optuna storage"):
         load_records(storage=rec.storage, tracking_uri=f"sqlite:///{copy}")
     assert [(f.stat().st_mtime_ns, f.read_bytes()) for f in files] == before
+
+
+def test_reading_a_study_never_imports_the_specs_models() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import nnstudy.cli, nnstudy.api, nnstudy.records, nnstudy.report, nnstudy.progress; "
+            "print('pydantic' in sys.modules, 'nnstudy.spec' in sys.modules); "
+            "from nnstudy import StudySpec, load_spec; print(load_spec.__module__, StudySpec.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180)
+    assert out.stdout.split() == ["False", "False", "nnstudy.spec", "StudySpec"]  # loaded when first asked for
