@@ -277,9 +277,10 @@ def sync(study_name: str | None, storage: str | None, tracking_uri: str | None) 
 def trials(study_name: str | None, storage: str | None, tracking_uri: str | None, fmt: str, sort_by: str,
            top: int | None, no_diagnosis: bool) -> None:
     """One row per trial: state, value, parameters, best and stopped epoch, duration, diagnosis, run id."""
-    from nnstudy import api
+    from nnstudy import api, runtime
 
     records = _records(study_name, storage, tracking_uri)
+    runtime.freeze_imported("nnstudy.report", "nnstudy.progress")  # before a thousand trials are read
     frame = api.trials_frame(records, diagnosis=not no_diagnosis, sort=sort_by, top=top)
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
@@ -299,9 +300,13 @@ def trials(study_name: str | None, storage: str | None, tracking_uri: str | None
               help="Trials whose learning curves are drawn.")
 def report(study_name: str | None, storage: str | None, tracking_uri: str | None, out_dir: Path, top: int) -> None:
     """Write the study's plots (HTML and PNG), trials.csv and best_params.json to a folder."""
-    from nnstudy import api
+    from nnstudy import api, runtime
+    from nnstudy.report import import_plotting
 
-    for path in api.report(_records(study_name, storage, tracking_uri), out_dir, top=top):
+    records = _records(study_name, storage, tracking_uri)
+    import_plotting()
+    runtime.freeze_imported()  # before a thousand trials are read and drawn
+    for path in api.report(records, out_dir, top=top):
         click.echo(str(path))
 
 

@@ -176,13 +176,17 @@ def _row_lines(cells: list[str], widths: list[int], edges: tuple[str, str, str],
     height = max((len(lines) for lines in folded), default=1)
     folded = [([" " * w] * (height - len(lines)) + lines if bottom else lines + [" " * w] * (height - len(lines)))
               for lines, w in zip(folded, widths)]
+    between = " " + vertical + " "
     for k in range(height):
-        yield Segment(left + " ")
-        for i, lines in enumerate(folded):
-            if i:
-                yield Segment(" " + vertical + " ")
-            yield Segment(lines[k], style)
-        yield Segment(" " + right)
+        if style is None:  # one segment per line: a thousand rows' cells each a segment cost rich a second
+            yield Segment(left + " " + between.join(lines[k] for lines in folded) + " " + right)
+        else:
+            yield Segment(left + " ")
+            for i, lines in enumerate(folded):
+                if i:
+                    yield Segment(between)
+                yield Segment(lines[k], style)
+            yield Segment(" " + right)
         yield Segment.line()
 
 

@@ -105,3 +105,11 @@ def test_frame_table_draws_what_a_rich_table_draws(width: int) -> None:
         assert "db8452449a4f46ac9792d1d2a468a7dc" not in drawn
         assert "".join(line.split("│")[-2].strip() for line in lines if "│" in line).startswith(
             "db8452449a4f46ac9792d1d2a468a7dc")
+
+
+def test_frame_table_draws_a_row_line_as_one_segment() -> None:
+    frame = pd.DataFrame({"number": list(range(50)), "value": [0.5] * 50})
+    console = Console(width=100, file=io.StringIO())
+    segments = list(console.render(frame_table(frame, title="x"), console.options))
+    body = [s.text for s in segments if s.text.startswith("│")]
+    assert len(body) == 50 and all(text.endswith("│") for text in body)  # a thousand rows: a thousand segments

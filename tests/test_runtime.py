@@ -65,3 +65,10 @@ def test_a_backend_that_is_not_installed_is_refused_before_keras_loads() -> None
     with pytest.raises(UserInputError, match=rf"spec\.toml: \[train\]\.backend: '{backend}' needs the package "
                                              rf"'{backend}', which is not installed; allowed: .*nnstudy\[{backend}\]"):
         runtime.check_backend(backend, "spec.toml: [train].backend")
+
+
+def test_freeze_imported_imports_then_freezes_what_is_alive() -> None:
+    code = ("import gc, sys; from nnstudy import runtime; runtime.freeze_imported('colorsys', 'nnstudy.pareto'); "
+            "print(gc.get_freeze_count() > 1000, 'colorsys' in sys.modules and 'nnstudy.pareto' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180)
+    assert out.stdout.split() == ["True", "True"]
