@@ -343,6 +343,31 @@ class _Uncopied(optuna.Study):
         return super().get_trials(deepcopy=False, states=states)
 
 
+#: the parallel-coordinate plot draws a line per trial: a long study's thousand lines take seconds to draw
+#: and show nothing but a tangle, so it draws the best trials only, saying so in its title
+PARALLEL_MAX_TRIALS = 100
+
+
+class _Only(_Uncopied):
+    """The study with only some of its trials (``numbers``), as a plot reads it."""
+
+    def __init__(self, study: optuna.Study, numbers: set[int]) -> None:
+        super().__init__(study)
+        self._numbers = numbers
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        return [t for t in super().get_trials(deepcopy=False, states=states) if t.number in self._numbers]
+
+
+def _parallel_view(study: optuna.Study, done: list[FrozenTrial]) -> tuple[optuna.Study, str | None]:
+    """The study the parallel-coordinate plot draws -- its best ``PARALLEL_MAX_TRIALS`` complete trials
+    (``done``: best first) -- and the title that says so (None: every trial is drawn)."""
+    if len(done) <= PARALLEL_MAX_TRIALS:
+        return study, None
+    best = _Only(study, {t.number for t in done[:PARALLEL_MAX_TRIALS]})
+    return best, f"Parallel Coordinate Plot (the best {PARALLEL_MAX_TRIALS} of {len(done)} complete trials)"
+
+
 def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric: str, top: int) -> list[Path]:
     import matplotlib.pyplot as plt
     import optuna.visualization as vis
@@ -387,18 +412,25 @@ def _write_all(study: optuna.Study, out_dir: Path, reader: _CurveReader, metric:
     # several objectives: Optuna's plots show the first, the study metric
     target: dict[str, Any] = {"target": first_value} if multi else {}
     importance = _importance_once()
+    parallel, parallel_title = _parallel_view(study, done)
     for name, interactive, static, reason in plots:
         options = {**target, **({"evaluator": importance} if name == "param_importances" else {})}
         if reason is not None:
             skip(name, f"{name} skipped: {reason}")
             continue
+        drawn, title = (parallel, parallel_title) if name == "parallel_coordinate" else (study, None)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)  # matplotlib on one-valued axes of tiny studies
-                interactive(study, target_name=metric, **options).write_html(out_dir / f"{name}.html",
-                                                                             include_plotlyjs="directory")
-                fig = _figure_of(static(study, target_name=metric, **options))
+                page = interactive(drawn, target_name=metric, **options)
+                if title is not None:
+                    page.update_layout(title_text=title)
+                page.write_html(out_dir / f"{name}.html", include_plotlyjs="directory")
+                axes = static(drawn, target_name=metric, **options)
+                if title is not None:
+                    axes.set_title(title, y=1.03)
+                fig = _figure_of(axes)
                 fig.savefig(out_dir / f"{name}.png", dpi=90, bbox_inches="tight")
                 plt.close(fig)
         except (ValueError, RuntimeError, ZeroDivisionError) as err:  # optuna refuses degenerate studies

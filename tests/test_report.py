@@ -15,6 +15,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from nnstudy import report as report_module
 from nnstudy.report import (LEAD_COLUMNS, TAIL_COLUMNS, _importance_once, _Uncopied, read_curves, trials_frame,
                             write_report)
 
@@ -245,3 +246,21 @@ def test_empty_study_writes_notes_not_plots(tmp_path: Path, setup: tuple[Path, M
     assert {p.name for p in paths} == {"trials.csv", "best_params.skipped.txt",
                                       *(f"{p}.skipped.txt" for p in PLOTS)}
     assert list(pd.read_csv(tmp_path / "r" / "trials.csv").columns) == [*LEAD_COLUMNS, *TAIL_COLUMNS]
+
+
+def test_parallel_coordinates_of_a_long_study_draw_its_best_trials_and_say_so(
+        setup: tuple[Path, MlflowClient, optuna.Study], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, client, study = setup
+    complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: t.value)
+    monkeypatch.setattr(report_module, "PARALLEL_MAX_TRIALS", 3)
+    view, title = report_module._parallel_view(_Uncopied(study), complete)
+    assert title == f"Parallel Coordinate Plot (the best 3 of {len(complete)} complete trials)"
+    assert [t.number for t in view.get_trials(states=(optuna.trial.TrialState.COMPLETE,))] == \
+        sorted(t.number for t in complete[:3])
+    assert view.best_trial.number == study.best_trial.number
+    write_report(study, tmp_path / "r", client=client, metric="val_loss")
+    assert title in (tmp_path / "r" / "parallel_coordinate.html").read_text(encoding="utf-8")
+    assert (tmp_path / "r" / "parallel_coordinate.png").read_bytes().startswith(PNG)
+    assert len(pd.read_csv(tmp_path / "r" / "trials.csv")) == len(study.trials)  # the table keeps every trial
+    monkeypatch.setattr(report_module, "PARALLEL_MAX_TRIALS", len(complete))
+    assert report_module._parallel_view(study, complete) == (study, None)  # few trials: all drawn, Optuna's title
