@@ -143,11 +143,11 @@ class _PruneInRepeat1(optuna.pruners.BasePruner):
 
 @pytest.mark.slow
 def test_a_repeat_that_diverges_or_is_pruned_ends_the_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import nnstudy.storage
+    import nnstudy.sampling
     from nnstudy.runner import run_study
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(nnstudy.storage, "make_pruner", lambda spec: _PruneInRepeat1(spec.train.max_epochs))
+    monkeypatch.setattr(nnstudy.sampling, "make_pruner", lambda spec: _PruneInRepeat1(spec.train.max_epochs))
     spec = parse_spec({**TINY_SPEC, "study": {**TINY_SPEC["study"], "name": "cut", "n_trials": 2, "repeats": 3},
                        "data": {"source": "grades", "n_samples": 120},
                        "search": {"learning_rate": [1e-2, 1e4], "optimizer": "sgd", "depth": 1, "units": 8},
