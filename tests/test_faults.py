@@ -547,4 +547,5 @@ def test_a_full_disk_stops_the_study_with_exit_2_and_the_next_run_resumes(tmp_pa
     study, client = _no_running_left(disk)
     assert len(study.get_trials(states=(COMPLETE,))) == kept + 1
     for t in study.get_trials(states=(FAIL,)):  # the trial the full disk stopped: failed, and re-run
-        assert t.user_attrs["fail_reason"] in ("disk-full", "worker-died"), t
+        # None: the full disk raised out of the trial and Optuna failed it itself, no attribute could be written
+        assert t.user_attrs.get("fail_reason") in ("disk-full", "worker-died", None), t
