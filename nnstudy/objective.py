@@ -201,7 +201,7 @@ class Objective:
         start = time.perf_counter()
         try:
             model = self.models.build(params, trial, seed=seed,
-                                      steps_per_execution=self.pipeline.steps_per_execution(int(params["batch_size"])))
+                                      steps_per_execution=self.pipeline.steps_per_execution)
             params = self.models.last_params  # a builder's hp values are known once it has run
         except BaseException as err:
             if self.models.kind == "builder":  # what it asked for before it failed, not the MLP's defaults
@@ -257,8 +257,8 @@ class Objective:
         for k, repeat_seed_k in enumerate(seeds):
             done = [r.value(metric) for r in results]
             if k > 0:
-                model = self.models.build(params, trial, seed=repeat_seed_k, steps_per_execution=self.pipeline
-                                          .steps_per_execution(int(params["batch_size"])))
+                model = self.models.build(params, trial, seed=repeat_seed_k,
+                                          steps_per_execution=self.pipeline.steps_per_execution)
 
             def on_epoch(epoch: int, logs: dict[str, float], k: int = k, done: list[float] = done) -> bool:
                 rec.log_epoch(epoch, {f"{key}/repeat_{k}": v for key, v in logs.items()})

@@ -148,11 +148,14 @@ class InputPipeline:
     def uses_tf_data(self) -> bool:
         return bool(self._tensors)
 
-    def steps_per_execution(self, batch_size: int) -> int:
-        if not self.uses_tf_data:
-            return 1
-        steps = math.ceil(len(self.data.x_train) / batch_size)
-        return max(1, min(self.settings.steps_per_execution, steps))
+    @property
+    def steps_per_execution(self) -> int:
+        """Mini-batches per compiled call: the setting, whatever the batch size. Keras' multi-step loop
+        stops where the epoch's batches end, so a setting above an epoch's batches trains the same
+        (bit-identical curves, checked by tests/test_training.py); and as the number is baked into the
+        traced train function, one number for every batch size lets trials differing only in their batch
+        size share one trace (:mod:`nnstudy.compiled`)."""
+        return self.settings.steps_per_execution if self.uses_tf_data else 1
 
     def fit_args(self, batch_size: int, seed: int, first_epoch: int = 0) -> dict[str, Any]:
         """``model.fit`` arguments; ``first_epoch``: epochs already trained (a resumed training), whose

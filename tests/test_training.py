@@ -23,7 +23,7 @@ PARAMS = {"depth": 1, "units": 8, "activation": "relu", "dropout": 0.0, "learnin
 def _model(spec: StudySpec, params: dict[str, Any], data: PreparedData, pipeline: InputPipeline) -> Any:
     return ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean).build(
         params, optuna.trial.FixedTrial(params), seed=1,
-        steps_per_execution=pipeline.steps_per_execution(int(params["batch_size"])))
+        steps_per_execution=pipeline.steps_per_execution)
 
 
 def _train(spec: StudySpec, params: dict[str, Any], data: PreparedData | None = None, **kwargs: Any) -> TrainResult:
@@ -39,14 +39,21 @@ def test_steps_per_execution_and_eval_batch_size_reach_the_model(tiny_spec: Call
     data = prepare(spec)
     pipeline = InputPipeline(data, spec.train)
     assert pipeline.uses_tf_data
-    assert pipeline.steps_per_execution(8) == 3  # 72 training rows: 9 batches of 8, capped by the setting
-    assert pipeline.steps_per_execution(64) == 2  # only 2 batches per epoch
-    assert InputPipeline(data, tiny_spec().train).steps_per_execution(8) == 9  # default 50 > 9 batches
+    assert pipeline.steps_per_execution == 3  # the setting, whatever the batch size (one trace for all)
     model = ModelFactory(spec, data.input_shape, data.task).build(PARAMS, optuna.trial.FixedTrial(PARAMS), seed=1,
-                                                                  steps_per_execution=pipeline.steps_per_execution(8))
+                                                                  steps_per_execution=pipeline.steps_per_execution)
     assert model.steps_per_execution == 3
     batches = [len(x) for x, _ in pipeline.eval_set("val")]
     assert sum(batches) == len(data.x_val) and max(batches) == 5 and len(batches) == math.ceil(len(data.x_val) / 5)
+
+
+def test_steps_per_execution_above_an_epochs_batches_trains_the_same(tiny_spec: Callable[..., StudySpec]) -> None:
+    """72 training rows in batches of 8 are 9 batches an epoch: 4 (not a divisor), 9 and 50 mini-batches per
+    compiled call train bit-identical curves, so the setting can stay one number for every batch size."""
+    params = {**PARAMS, "batch_size": 8, "dropout": 0.2}
+    results = [_train(tiny_spec(train={"steps_per_execution": n, "max_epochs": 3}), params) for n in (4, 9, 50)]
+    assert len(results[0].history["loss"]) == 3
+    assert all(r.history == results[0].history and r.test_metrics == results[0].test_metrics for r in results)
 
 
 def test_exploding_factor_decides_when_a_growing_loss_diverged(tiny_spec: Callable[..., StudySpec]) -> None:
@@ -269,7 +276,7 @@ def _trials(spec: StudySpec, trials: list[dict[str, Any]], data: PreparedData) -
     out = []
     for i, params in enumerate(trials):
         model = factory.build(params, optuna.trial.FixedTrial(params), seed=100 + i,
-                              steps_per_execution=pipeline.steps_per_execution(int(params["batch_size"])))
+                              steps_per_execution=pipeline.steps_per_execution)
         result = train(data, params, spec.train, model=model, metric="val_loss", direction="minimize", seed=100 + i,
                        pipeline=pipeline)
         out.append((result.history, result.test_metrics, [w.copy() for w in result.model.get_weights()],
@@ -379,7 +386,7 @@ def test_a_reused_trial_equals_the_same_trial_trained_alone_in_a_fresh_process(
             "data = prepare(spec); pipeline = InputPipeline(data, spec.train)\n"
             "model = ModelFactory(spec, data.input_shape, data.task, data.n_classes, data.target_mean).build(\n"
             f"    params, optuna.trial.FixedTrial(params), seed={100 + len(trials) - 1},\n"
-            "    steps_per_execution=pipeline.steps_per_execution(params['batch_size']))\n"
+            "    steps_per_execution=pipeline.steps_per_execution)\n"
             f"r = train(data, params, spec.train, model=model, metric='val_loss', direction='minimize', "
             f"seed={100 + len(trials) - 1}, pipeline=pipeline)\n"
             "print(json.dumps([r.history, r.test_metrics]))\n")
