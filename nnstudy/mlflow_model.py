@@ -95,6 +95,24 @@ def _no_bytecode() -> Iterator[None]:
         sys.dont_write_bytecode = before
 
 
+@contextmanager
+def _serving_check(validate: bool) -> Iterator[None]:
+    """Without ``validate``, MLflow's check that a logged model loads back and predicts its input example
+    is skipped: MLflow's pyfunc flavor has no switch for it, so its private check is a no-op meanwhile
+    (where MLflow moved it, the check runs as ever). The model and its input example are saved the same."""
+    import mlflow.models.utils as utils
+
+    check = getattr(utils, "_validate_serving_input", None)
+    if validate or check is None:
+        yield
+        return
+    utils._validate_serving_input = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        utils._validate_serving_input = check
+
+
 def signature_of(bundle: Bundle, example: pd.DataFrame | np.ndarray) -> Any:
     """The model's signature: the raw input columns (numbers as ``any``: nnstudy takes integers and
     decimals alike and checks them itself, as ``nnstudy predict`` does; text as ``string``) or the input
@@ -116,8 +134,12 @@ def signature_of(bundle: Bundle, example: pd.DataFrame | np.ndarray) -> Any:
 
 
 def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: AnyPreprocessing,
-              info: dict[str, Any], example: pd.DataFrame | np.ndarray | None) -> str:
-    """Log the MLflow Model ``model`` on the run; returns its URI (``models:/<model id>``)."""
+              info: dict[str, Any], example: pd.DataFrame | np.ndarray | None, *, signature: Any = None,
+              validate: bool = True) -> str:
+    """Log the MLflow Model ``model`` on the run; returns its URI (``models:/<model id>``). ``signature``:
+    the one :func:`signature_of` gave for an earlier model of the same preprocessing and task (the same
+    columns in and out), else inferred here. ``validate``: MLflow loads the logged model back and predicts
+    its input example (about 0.4 s; a failure is MLflow's warning, not an error)."""
     import mlflow.pyfunc
     from mlflow.models import Model
 
@@ -125,7 +147,8 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = save_bundle(model, preprocessing, Path(tmp, "bundle"), info)
-        signature = signature_of(Bundle(model, preprocessing, info), example) if example is not None else None
+        if signature is None and example is not None:
+            signature = signature_of(Bundle(model, preprocessing, info), example)
         # made here, in the run's experiment (Model.log alone would put it in the default experiment)
         run = tracker.client.get_run(run_id)
         made = tracker.client.create_logged_model(
@@ -133,7 +156,8 @@ def log_model(tracker: Tracker, run_id: str, model: keras.Model, preprocessing: 
             params={k: v for k, v in run.data.params.items()},
             tags={TAG_STUDY: str(info.get("study", "")), TAG_TRIAL: str(info.get("trial", ""))})
         try:
-            with default_store(tracker.tracking_uri), warnings.catch_warnings(), _no_bytecode():
+            with default_store(tracker.tracking_uri), warnings.catch_warnings(), _no_bytecode(), \
+                    _serving_check(validate):
                 # the hint of signature_of, given again when MLflow saves the input example
                 warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
                 logged = Model.log(
@@ -174,7 +198,10 @@ def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: P
                  parent_run_id: str | None = None) -> ResultHook:
     """A result hook that logs the trained model of every trial (``[study].keep_models = "all"``) or of
     each new best (``"best"``, the default) as an MLflow Model on the trial's run; ``"none"`` logs none.
-    The study's parent run lists each such model among its logged models too (step = trial number)."""
+    The study's parent run lists each such model among its logged models too (step = trial number).
+    The models of one study differ only in their weights: the signature is inferred, and MLflow's check
+    that a model loads and predicts its input example runs, for the first model this process logs."""
+    first: list[Any] = []  # the signature of the first model logged, once it is
 
     def keep(trial: TrialLike, run_id: str, result: TrainResult) -> None:
         if spec.study.keep_models == "none":
@@ -198,10 +225,17 @@ def model_keeper(spec: StudySpec, study: optuna.Study, tracker: Tracker, data: P
                 best = None
             if best is not None and not (value < best if spec.direction == "minimize" else value > best):
                 return
-        uri = log_model(tracker, run_id, result.model, data.preprocessing, {
-            "study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
-            "keras_backend": spec.train.backend,
-            "metric": spec.study.metric, "value": value, "data_digest": data.digest}, data.example)
+        info = {"study": spec.name, "trial": trial.number, "params": trial.params, "best_epoch": result.best_epoch,
+                "keras_backend": spec.train.backend, "metric": spec.study.metric, "value": value,
+                "data_digest": data.digest}
+        if first:
+            signature = first[0]
+        else:
+            signature = (signature_of(Bundle(result.model, data.preprocessing, info), data.example)
+                         if data.example is not None else None)
+        uri = log_model(tracker, run_id, result.model, data.preprocessing, info, data.example, signature=signature,
+                        validate=not first)
+        first[:] = [signature]
         trial.set_user_attr(ATTR_MODEL_URI, uri)
         trial.set_user_attr(ATTR_MODEL_LOGGED, True)
         if parent_run_id is not None:

@@ -128,13 +128,19 @@ def test_requirements_pin_what_is_installed() -> None:
                                               ("none", [False, False, False])])
 def test_model_keeper_logs_the_models_keep_models_asks_for(tiny_spec: Callable[..., StudySpec], tracker: Tracker,
                                                            labelled: PreparedData, keep: str,
-                                                           logged: list[bool]) -> None:
+                                                           logged: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow.models.utils
+
+    checked = []
+    check = mlflow.models.utils._validate_serving_input
+    monkeypatch.setattr(mlflow.models.utils, "_validate_serving_input",
+                        lambda *args, **kwargs: checked.append(check(*args, **kwargs)))
     spec = tiny_spec(study={"keep_models": keep})
     study = optuna.create_study(direction=spec.direction)
     keeper = model_keeper(spec, study, tracker, labelled)
     model = _mlp(labelled)
     experiment = tracker.experiment("keep")
-    got = []
+    got, uris = [], []
     for number, value in enumerate((0.5, 0.6, 0.4)):  # a first, a worse, a better one
         trial = optuna.trial.FixedTrial({}, number=number)
         run_id = tracker.create_child_run(experiment, None, "keep", number, params={}, tags={})
@@ -146,5 +152,15 @@ def test_model_keeper_logs_the_models_keep_models_asks_for(tiny_spec: Callable[.
         assert trial.user_attrs.get(ATTR_MODEL_LOGGED, False) == got[-1]
         assert trial.user_attrs.get(ATTR_MODEL_URI) == (f"models:/{models[0].model_id}" if got[-1] else None)
         study.add_trial(optuna.trial.create_trial(value=value))
+        uris.extend([trial.user_attrs[ATTR_MODEL_URI]] if got[-1] else [])
     assert got == logged
+    assert len(checked) == min(1, sum(logged))  # MLflow's serving-input check: the first model only
+    # every model has its signature and predicts as
+    # nnstudy does (the signature is the first model's, inferred once: the same columns in and out)
+    infos = [mlflow.models.get_model_info(uri) for uri in uris]
+    assert all(info.signature == infos[0].signature and info.signature is not None for info in infos)
+    expected = Bundle(model, labelled.preprocessing, {}).predict(labelled.example)
+    for uri in uris:
+        pd.testing.assert_frame_equal(mlflow.pyfunc.load_model(uri).predict(labelled.example).reset_index(drop=True),
+                                      expected.reset_index(drop=True))
 
