@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import gc
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
@@ -48,8 +50,10 @@ class StudyContext:
         """The study's data set as its runs log it."""
         return DatasetRecord.of_data(self.data)
 
-    def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None) -> None:
-        """Run ``n_trials`` trials of the study in this process.
+    def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None,
+                 meanwhile: Callable[[], None] | None = None) -> None:
+        """Run ``n_trials`` trials of the study in this process; ``meanwhile``: work for the study's end
+        (imports) done by a background thread while the trials train (see :class:`_Meanwhile`).
 
         An interrupt (Ctrl-C, SIGTERM) raises ``KeyboardInterrupt`` out of here only where no record is
         half-written (see :mod:`nnstudy.interrupts`): the running trial ends FAIL (``interrupted``) with its
@@ -74,6 +78,8 @@ class StudyContext:
         # the gc.collect() after each trial then costs milliseconds instead of ~0.3 s
         gc.collect()
         gc.freeze()
+        if meanwhile is not None:
+            callbacks.append(_Meanwhile(meanwhile).after_trial)
         try:
             self.study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
                                 callbacks=callbacks, gc_after_trial=True, show_progress_bar=False)
@@ -88,6 +94,32 @@ class StudyContext:
             update_parent(self.tracker, self.parent_id, study)
         except Exception:  # MLflow unreachable (any transport error): `sync` writes the parent's summary later
             study.set_user_attr(STUDY_PARENT_PENDING, True)
+
+
+class _Meanwhile:
+    """Runs ``work`` in a daemon thread from now on. A trial's training runs mostly in the framework's
+    kernels, outside Python's lock, so imports the study's end needs (seconds of a one-process study's
+    end otherwise) run on the core the trials leave idle. After the first trial that ends once the work
+    is done, what it made leaves the collector's view like the frameworks' objects (one collection).
+    A failure is left for the end of the study to meet again, where it is reported."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._frozen = False
+        self._thread = threading.Thread(target=self._quietly, args=(work,), name="nnstudy-meanwhile", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _quietly(work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:  # the study's end runs the same imports and reports what fails
+            pass
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self._frozen and not self._thread.is_alive() and gc.get_freeze_count() > 0:
+            self._frozen = True
+            gc.collect()
+            gc.freeze()
 
 
 def _between_trials(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

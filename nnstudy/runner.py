@@ -128,7 +128,8 @@ def _run(spec: StudySpec, store: Store, pool: WorkerPool | None, extra_enqueue: 
             with progress:
                 GATE.check()
                 if pool is None:
-                    ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress)
+                    ctx.optimize(spec.study.n_trials, timeout=spec.study.timeout, progress=progress,
+                                 meanwhile=import_plotting)
                 else:
                     run_workers(ctx, pool, progress=progress, trials_per_process=spec.study.trials_per_process,
                                 on_tail=import_plotting)

@@ -72,3 +72,46 @@ def test_optimize_runs_trials_recorded_under_the_parent(store: Store, tiny_spec:
         assert ctx.tracker.client.get_run(t.user_attrs[ATTR_RUN_ID]).data.tags[TAG_PARENT] == ctx.parent_id
     parent = ctx.tracker.client.get_run(ctx.parent_id)
     assert parent.data.tags[TAG_BEST_RUN] == ctx.study.best_trial.user_attrs[ATTR_RUN_ID]
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fails", [False, True])
+def test_meanwhile_work_runs_in_a_thread_while_trials_train(store: Store, tiny_spec: Callable[..., StudySpec],
+                                                            fails: bool) -> None:
+    """The study's end work (imports) runs beside the trials, not after them; its failure never fails the
+    study (the study's end meets it again and reports it)."""
+    import threading
+
+    ctx = open_context(tiny_spec(), store)
+    ran: list[str] = []
+
+    def work() -> None:
+        ran.append(threading.current_thread().name)
+        if fails:
+            raise RuntimeError("an import failed")
+
+    ctx.optimize(2, timeout=None, meanwhile=work)
+    assert ran == ["nnstudy-meanwhile"]
+    assert [t.state for t in ctx.study.get_trials()] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_what_meanwhile_work_made_leaves_the_collectors_view_after_the_next_trial() -> None:
+    import gc
+
+    from nnstudy.context import _Meanwhile
+
+    made: list[list[object]] = []
+    gc.collect()
+    gc.freeze()
+    try:
+        meanwhile = _Meanwhile(lambda: made.append([[] for _ in range(1000)]))
+        meanwhile._thread.join()
+        before = gc.get_freeze_count()
+        meanwhile.after_trial(None, None)  # type: ignore[arg-type]
+        after = gc.get_freeze_count()
+        assert after >= before + 1000
+        meanwhile.after_trial(None, None)  # type: ignore[arg-type]
+        assert gc.get_freeze_count() == after  # once
+    finally:
+        gc.unfreeze()
