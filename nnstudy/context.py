@@ -51,9 +51,11 @@ class StudyContext:
         return DatasetRecord.of_data(self.data)
 
     def optimize(self, n_trials: int, *, timeout: float | None, progress: StudyProgress | None = None,
-                 meanwhile: Callable[[], None] | None = None) -> None:
+                 meanwhile: Callable[[], None] | None = None, next_trial: Callable[[], bool] | None = None) -> None:
         """Run ``n_trials`` trials of the study in this process; ``meanwhile``: work for the study's end
-        (imports) done by a background thread while the trials train (see :class:`_Meanwhile`).
+        (imports) done by a background thread while the trials train (see :class:`_Meanwhile`);
+        ``next_trial``: asked after each trial whether another may start (a worker asks the parent), so
+        ``n_trials`` is then the most this process runs.
 
         An interrupt (Ctrl-C, SIGTERM) raises ``KeyboardInterrupt`` out of here only where no record is
         half-written (see :mod:`nnstudy.interrupts`): the running trial ends FAIL (``interrupted``) with its
@@ -80,6 +82,8 @@ class StudyContext:
         gc.freeze()
         if meanwhile is not None:
             callbacks.append(_Meanwhile(meanwhile).after_trial)
+        if next_trial is not None:
+            callbacks.append(_Asking(n_trials, next_trial).after_trial)
         try:
             self.study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
                                 callbacks=callbacks, gc_after_trial=True, show_progress_bar=False)
@@ -120,6 +124,20 @@ class _Meanwhile:
             self._frozen = True
             gc.collect()
             gc.freeze()
+
+
+class _Asking:
+    """Stops the study (after the trial that just ended) unless ``next_trial()`` allows another; not asked
+    after the last of the ``n_trials`` this process may run."""
+
+    def __init__(self, n_trials: int, next_trial: Callable[[], bool]) -> None:
+        self.left = n_trials
+        self.next_trial = next_trial
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.left -= 1
+        if self.left > 0 and not self.next_trial():
+            study.stop()
 
 
 def _between_trials(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -4,8 +4,9 @@
 sees); ``run_workers`` starts them as separate processes (forked from a parent that imported
 TensorFlow without running it, else spawned, so each sets its Keras backend and device before
 importing Keras: :func:`start_method`), shows one progress display for all of them
-and stops them cleanly on Ctrl-C/SIGTERM. The total number of new trials is split exactly
-between the workers. Processes on other machines join the same study through a shared
+and stops them cleanly on Ctrl-C/SIGTERM. The parent hands out the study's new trials one at a
+time, to whichever worker is free (:class:`TrialGrants`): the total is exact and no core waits
+idle at the end while another worker still works through a share of its own. Processes on other machines join the same study through a shared
 storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import errno
 import multiprocessing
 import os
+import selectors
 import shutil
 import signal
 import subprocess
@@ -143,10 +145,55 @@ def plan_workers(workers: int = 1, *, gpus: list[str] | None = None, trials_per_
             for i in range(workers)]
 
 
-def split_trials(n_trials: int, n_workers: int) -> list[int]:
-    """Share ``n_trials`` out so the total is exact: ``split_trials(10, 4) == [3, 3, 2, 2]``."""
-    base, extra = divmod(n_trials, n_workers)
-    return [base + (1 if i < extra else 0) for i in range(n_workers)]
+class TrialGrants:
+    """The new trials of a run, handed out by the parent one at a time to the worker that asks first.
+
+    A worker asks over its pipe before each trial (:func:`ask_for_trial`); the parent answers at once.
+    So the total is exact (what a worker was granted and did not end by itself -- its trial failed by
+    its death -- is given back, :meth:`give_back`), and a worker whose trials were short takes the next
+    one instead of leaving its core idle while another works through a fixed share."""
+
+    def __init__(self, n_trials: int, deadline: float | None = None) -> None:
+        self.left = n_trials
+        self.deadline = deadline
+        self.granted: dict[int, int] = {}  # process id -> trials granted to it
+
+    @property
+    def open(self) -> bool:
+        """Trials are left to grant, and the run's time is not up."""
+        return self.left > 0 and (self.deadline is None or time.monotonic() < self.deadline)
+
+    def grant(self, pid: int) -> bool:
+        if not self.open:
+            return False
+        self.left -= 1
+        self.granted[pid] = self.granted.get(pid, 0) + 1
+        return True
+
+    def give_back(self, pid: int, ended: int) -> None:
+        """A worker died having ended ``ended`` of its granted trials by themselves: the rest are granted anew."""
+        self.left += max(0, self.granted.pop(pid, 0) - ended)
+
+    def answer(self, pid: int, conn: Any) -> bool:
+        """Answer the request waiting on ``conn``; False when the worker's end is closed (it has ended)."""
+        try:
+            conn.recv()
+        except (EOFError, OSError):
+            return False
+        try:
+            conn.send(self.grant(pid))
+        except OSError:  # it died after asking: its exit code tells the rest
+            return False
+        return True
+
+
+def ask_for_trial(conn: Any) -> bool:
+    """In a worker: may it start another trial? (Asks the parent; no answer, the parent is gone: no.)"""
+    try:
+        conn.send(True)
+        return bool(conn.recv())
+    except (EOFError, OSError):
+        return False
 
 
 def start_method(plan: WorkerPlan, backend: str) -> str:
@@ -174,7 +221,8 @@ def _worker_main(conn: Any, env: dict[str, str], backend: str, inherited: list[i
     It sets its environment (threads, GPU), imports its Keras backend and nnstudy's trial pipeline at
     once -- while the parent still validates the spec and data and creates the stores -- then waits on
     ``conn`` for its task: ``(spec, store, data, n_trials, timeout)``, or ``None`` (the study did not
-    start: exit 0 having written nothing). ``inherited``: file descriptors a forked child closes (the
+    start: exit 0 having written nothing). It runs at most ``n_trials`` trials, each granted by the
+    parent over ``conn`` when it asks (:class:`TrialGrants`). ``inherited``: file descriptors a forked child closes (the
     parent's ends of the other workers' pipes).
 
     It starts with SIGINT ignored (see :func:`nnstudy.interrupts.sigint_ignored`): a Ctrl-C before the gate
@@ -198,16 +246,16 @@ def _worker_main(conn: Any, env: dict[str, str], backend: str, inherited: list[i
             task = conn.recv()
         except EOFError:  # the parent is gone before the study started
             task = None
-        finally:
-            conn.close()
         if task is None:
+            conn.close()
             return
         spec, store, data, n_trials, timeout = task
         with GATE.critical():
             ctx = open_context(spec, store, data)
             try:
                 GATE.check()
-                ctx.optimize(n_trials, timeout=timeout)
+                if ask_for_trial(conn):
+                    ctx.optimize(n_trials, timeout=timeout, next_trial=lambda: ask_for_trial(conn))
             except KeyboardInterrupt:
                 end_interrupted_trials(ctx.study, ctx.tracker, [os.getpid()], trial_ids=ctx.started)
                 raise
@@ -252,7 +300,7 @@ class WorkerPool:
 
         method = start_method(self.plans[i], self.backend)
         context: Any = multiprocessing.get_context(method)
-        ours, theirs = context.Pipe(duplex=False)
+        ours, theirs = context.Pipe()  # the task, then the worker's requests for trials and their answers
         # a forked child holds copies of this process's ends of the other workers' pipes: it closes them
         others = [conn.fileno() for _, conn in self._waiting.values()] if method == "fork" else []
         proc = context.Process(target=_worker_main, name=f"nnstudy-{self.plans[i].name}", daemon=False,
@@ -262,16 +310,17 @@ class WorkerPool:
         ours.close()
         return proc, theirs
 
-    def take(self, i: int, task: tuple[Any, ...]) -> Any:
-        """Give plan ``i``'s worker (started already, else now) its task; returns its process."""
+    def take(self, i: int, task: tuple[Any, ...] | None) -> tuple[Any, Any]:
+        """Give plan ``i``'s worker (started already, else now) its task; returns its process and the
+        parent's end of its pipe, on which it asks for trials (closed already for a ``None`` task)."""
         proc, conn = self._waiting.pop(i) if i in self._waiting else self._start(i)
         try:
             conn.send(task)
         except (BrokenPipeError, EOFError, OSError):
             pass  # it died before it could take the task: the caller sees its exit code
-        finally:
+        if task is None:
             conn.close()
-        return proc
+        return proc, conn
 
     def close(self) -> None:
         """End the workers still waiting for a task (they hold nothing yet: killed at once)."""
@@ -326,27 +375,27 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
     from nnstudy.storage import end_interrupted_trials, recover_stale_trials
 
     plans = pool.plans
-    remaining = split_trials(ctx.spec.study.n_trials, len(plans))
     deadline = time.monotonic() + ctx.spec.study.timeout if ctx.spec.study.timeout else None
+    grants = TrialGrants(ctx.spec.study.n_trials, deadline)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     done_before = len(ctx.study.get_trials(deepcopy=False, states=finished))
     running: dict[int, Any] = {}  # plan index -> process
-    given: dict[int, int] = {}  # process id -> the trials it was asked to run
+    asking: dict[Any, int] = {}  # the parent's end of a running worker's pipe -> its process id
     started: list[Any] = []
     ended: list[Any] = []
     deaths = 0
 
     def start(i: int) -> None:
-        left = None if deadline is None else deadline - time.monotonic()
-        if remaining[i] <= 0 or (left is not None and left <= 0):
+        if not grants.open:
             return
-        count = min(remaining[i], trials_per_process) if trials_per_process > 0 else remaining[i]
-        remaining[i] -= count
-        proc = pool.take(i, (ctx.spec, ctx.store, ctx.data, count, left))
+        left = None if deadline is None else deadline - time.monotonic()
+        # the most trials this process may run (each still granted when it asks): a recycled one's share
+        cap = min(grants.left, trials_per_process) if trials_per_process > 0 else grants.left
+        proc, conn = pool.take(i, (ctx.spec, ctx.store, ctx.data, cap, left))
         running[i] = proc
         started.append(proc)
         assert proc.pid is not None
-        given[proc.pid] = count
+        asking[conn] = int(proc.pid)
 
     def ran_by(pid: int) -> int:
         """Trials a (dead) worker ended by themselves: the ones its death failed do not count."""
@@ -358,15 +407,30 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
             done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
             progress.show(ctx.study, done, running=len(running))
 
+    def hang_up() -> None:
+        """Close the parent's ends of the pipes: a worker waiting for an answer gets none (no more trials)."""
+        for conn in list(asking):
+            conn.close()
+        asking.clear()
+
     try:
         with GATE.interruptible():  # waiting for the workers: an interrupt stops them at once
             for i in range(len(plans)):
                 start(i)
+            next_show = time.monotonic()
             while running:
+                ready = _readable([*asking, *(proc.sentinel for proc in running.values())], poll_s)
+                for conn in [c for c in asking if c in ready]:
+                    if not grants.answer(asking[conn], conn):
+                        asking.pop(conn)
+                        conn.close()
                 for i, proc in list(running.items()):
                     if not proc.is_alive():
                         proc.join()
                         running.pop(i)
+                        for conn in [c for c, pid in asking.items() if pid == proc.pid]:
+                            asking.pop(conn)
+                            conn.close()
                         killed = proc.exitcode is not None and proc.exitcode < 0
                         if killed:  # by a signal: fail (and re-run) its trial
                             deaths += 1
@@ -374,24 +438,27 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
                         if killed and deaths <= MAX_WORKER_DEATHS:
                             print(f"warning: worker {proc.name} (pid {proc.pid}) was killed by signal "
                                   f"{-proc.exitcode}; its running trial is re-run", file=sys.stderr)
-                            remaining[i] += given[int(proc.pid)] - ran_by(int(proc.pid))
-                            start(i)  # a fresh worker takes over the rest of its share
+                            grants.give_back(int(proc.pid), ran_by(int(proc.pid)))
+                            start(i)  # a fresh worker for the trials left
                         elif proc.exitcode == 130:  # a worker interrupted on its own (kill -INT/-TERM): stop all
                             ended.append(proc)
                             GATE.interrupt()
                         else:
                             ended.append(proc)
                             if proc.exitcode == 0:
-                                start(i)  # a fresh process for the rest of this worker's share
-                if on_tail is not None and len(running) < len(plans) and not any(r > 0 for r in remaining):
+                                start(i)  # recycling: a fresh process for the trials left
+                if on_tail is not None and len(running) < len(plans) and not grants.open:
                     on_tail()
                     on_tail = None
-                show()
-                time.sleep(poll_s)
+                if time.monotonic() >= next_show:
+                    show()
+                    next_show = time.monotonic() + poll_s
     except KeyboardInterrupt:
+        hang_up()
         _stop(list(running.values()))
         end_interrupted_trials(ctx.study, ctx.tracker, [p.pid for p in started if p.pid is not None])
         raise
+    hang_up()
     show()
     failed = [p for p in ended if p.exitcode not in (0, None)]
     if any(p.exitcode == 130 for p in failed):
@@ -401,6 +468,16 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
     if failed:
         raise NnstudyError(f"worker {failed[0].name} exited with code {failed[0].exitcode}; "
                            "its finished trials are kept")
+
+
+def _readable(objects: list[Any], timeout: float) -> list[Any]:
+    """Those of ``objects`` (pipe ends, process sentinels) ready to read within ``timeout`` seconds:
+    ``multiprocessing.connection.wait``, with no frame of ``multiprocessing`` on the stack while it waits,
+    so that an interrupt is raised at once there (see :mod:`nnstudy.interrupts`)."""
+    with selectors.DefaultSelector() as selector:
+        for obj in objects:
+            selector.register(obj, selectors.EVENT_READ)
+        return [key.fileobj for key, _ in selector.select(timeout)]
 
 
 #: a worker's exit code when a write found the store's disk full (ENOSPC's number)
