@@ -6,7 +6,8 @@ TensorFlow without running it, else spawned, so each sets its Keras backend and 
 importing Keras: :func:`start_method`), shows one progress display for all of them
 and stops them cleanly on Ctrl-C/SIGTERM. The parent hands out the study's new trials one at a
 time, to whichever worker is free (:class:`TrialGrants`): the total is exact and no core waits
-idle at the end while another worker still works through a share of its own. Processes on other machines join the same study through a shared
+idle at the end while another worker still works through a share of its own. Processes on other
+machines join the same study through a shared
 storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
 """
 
@@ -360,12 +361,12 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
     worker has ended with nothing left to start): the end of the study can get ready there.
 
     With ``trials_per_process > 0`` a worker process exits after that many trials and a fresh one
-    takes over its share: TensorFlow keeps a few MB per traced model for the life of a process,
+    takes over: TensorFlow keeps a few MB per traced model for the life of a process,
     so recycling keeps a long study's memory flat.
 
     A worker killed by a signal (``kill -9``, the kernel's OOM killer) loses only its running trial:
     that trial ends FAIL (``worker-died``), its run KILLED, it is re-run with the same parameters and
-    seed (``[study].max_retries``), and a fresh worker takes over the rest of the dead one's share, so
+    seed (``[study].max_retries``), its grant is given back and a fresh worker started, so
     the number of trials that ended by themselves stays exactly ``n_trials``. Ctrl-C or SIGTERM stops
     every worker (each records its running trial FAIL / KILLED) and raises ``KeyboardInterrupt``.
     """
@@ -389,7 +390,8 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
         if not grants.open:
             return
         left = None if deadline is None else deadline - time.monotonic()
-        # the most trials this process may run (each still granted when it asks): a recycled one's share
+        # the most trials this process may run (each still granted when it asks): all that are left, or
+        # trials_per_process
         cap = min(grants.left, trials_per_process) if trials_per_process > 0 else grants.left
         proc, conn = pool.take(i, (ctx.spec, ctx.store, ctx.data, cap, left))
         running[i] = proc
