@@ -293,6 +293,7 @@ class WorkerPool:
     def __init__(self, plans: list[WorkerPlan], backend: str) -> None:
         self.plans, self.backend = plans, backend
         self._waiting: dict[int, tuple[Any, Any]] = {}
+        self._ends: list[Any] = []  # this process's ends of every worker's pipe (closed ones dropped)
         for i in range(len(plans)):
             self._waiting[i] = self._start(i)
 
@@ -302,13 +303,17 @@ class WorkerPool:
         method = start_method(self.plans[i], self.backend)
         context: Any = multiprocessing.get_context(method)
         ours, theirs = context.Pipe()  # the task, then the worker's requests for trials and their answers
-        # a forked child holds copies of this process's ends of the other workers' pipes: it closes them
-        others = [conn.fileno() for _, conn in self._waiting.values()] if method == "fork" else []
+        # a forked child holds copies of this process's ends of the other workers' pipes (waiting for their
+        # task or asking for trials): it closes them, so that a worker sees the end of its pipe when this
+        # process closes its end
+        self._ends = [conn for conn in self._ends if not conn.closed]
+        others = [conn.fileno() for conn in self._ends] if method == "fork" else []
         proc = context.Process(target=_worker_main, name=f"nnstudy-{self.plans[i].name}", daemon=False,
                                args=(ours, self.plans[i].env, self.backend, others))
         with sigint_ignored():  # inherited: the child takes Ctrl-C only once it can record it
             proc.start()
         ours.close()
+        self._ends.append(theirs)
         return proc, theirs
 
     def take(self, i: int, task: tuple[Any, ...] | None) -> tuple[Any, Any]:
