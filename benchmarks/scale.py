@@ -203,6 +203,7 @@ class Trial:
     end: dt.datetime
     train_s: float | None
     gap_s: float | None = None
+    reused: bool | None = None  # trained an earlier trial's traced model (the run's nnstudy.reused_compiled tag)
 
     @property
     def wall_s(self) -> float:
@@ -224,14 +225,24 @@ def read_trials(db: Path) -> list[Trial]:
     try:
         attrs: dict[int, dict[str, Any]] = {}
         for trial_id, key, value in con.execute(
-                "SELECT trial_id, key, value_json FROM trial_user_attributes WHERE key IN ('duration_s', 'pid')"):
+                "SELECT trial_id, key, value_json FROM trial_user_attributes "
+                "WHERE key IN ('duration_s', 'pid', 'mlflow_run_id')"):
             attrs.setdefault(trial_id, {})[key] = json.loads(value)
         rows = con.execute("SELECT trial_id, number, datetime_start, datetime_complete FROM trials "
                            "WHERE datetime_complete IS NOT NULL ORDER BY number").fetchall()
     finally:
         con.close()
+    reused: dict[str, bool] = {}
+    if (db.parent / "mlflow.db").exists():
+        con = sqlite3.connect(f"file:{db.parent / 'mlflow.db'}?mode=ro", uri=True)
+        try:
+            reused = {run: value == "true" for run, value in con.execute(
+                "SELECT run_uuid, value FROM tags WHERE key = 'nnstudy.reused_compiled'")}
+        finally:
+            con.close()
     trials = [Trial(number, attrs.get(tid, {}).get("pid"), dt.datetime.fromisoformat(start),
-                    dt.datetime.fromisoformat(end), attrs.get(tid, {}).get("duration_s"))
+                    dt.datetime.fromisoformat(end), attrs.get(tid, {}).get("duration_s"),
+                    reused=reused.get(str(attrs.get(tid, {}).get("mlflow_run_id"))))
               for tid, number, start, end in rows]
     last_end: dict[int | None, dt.datetime] = {}
     for t in sorted(trials, key=lambda t: t.start):
@@ -495,14 +506,19 @@ def main() -> None:
         cpu, load = cpu_per_trial(samples, max(i * size, 1), end)  # (from the first trial's end: not start-up)
         curve.append(med(over))
         relative.append(med([t.overhead_s / t.train_s for t in group if t.overhead_s is not None and t.train_s]))
+        hits = [t for t in group if t.reused]
+        traced = [t for t in group if t.reused is False]
+        by_kind = " / ".join(fmt_ms(med([t.overhead_s for t in kind if t.overhead_s is not None]) if kind else None)
+                             for kind in (hits, traced))
         rows.append([f"{group[0].number}-{group[-1].number}", f"{med([t.wall_s for t in group]):.3f}",
                      f"{med(train):.3f}", fmt_ms(med(inside)), fmt_ms(med(gaps)), f"**{fmt_ms(med(over))}**",
-                     f"{relative[-1]:.2f}",
+                     f"{relative[-1]:.2f}", f"{len(hits)}/{len(group)}", by_kind,
                      f"{sampler_ms.get(end, float('nan')):.1f}", f"{60 * len(group) / span:.0f}" if span > 0 else "-",
                      "-" if math.isnan(cpu) else f"{cpu:.2f}", "-" if math.isnan(load) else f"{load:.1f}"])
     flat_ratio = curve[-1] / curve[0]
     curve_table = md_table(["trials", "wall s (median)", "training s", "overhead inside ms", "gap before ms",
-                            "overhead ms (inside + gap)", "overhead ÷ training",
+                            "overhead ms (inside + gap)", "overhead ÷ training", "trials on a reused model",
+                            "overhead ms: reused / traced anew",
                             f"{args.sampler} ask ms after the bucket's last trial",
                             "trials/min", "CPU s per trial (process tree)", "load average (1 min)"], rows)
 
@@ -556,7 +572,9 @@ the same process (tell, callbacks, the parent run's summary, ask). The ask colum
 trial after the bucket's last trial (in-memory replay of the finished trials, median of 5 asks). Overhead ÷
 training: the median of each trial's ratio, which a busy machine changes less than the times. CPU per trial:
 the CPU time of `nnstudy run` and its worker processes (/proc, sampled every 0.5 s) over the bucket ÷ its
-trials; with the load average, it tells a slower machine from a slower nnstudy.
+trials; with the load average, it tells a slower machine from a slower nnstudy. Trials on a reused model: those
+whose run is tagged `nnstudy.reused_compiled = true` (an earlier trial's traced model trained them); the next
+column splits the bucket's median overhead between those and the trials whose model was traced anew.
 
 {machine_md(info)}
 
