@@ -7,8 +7,8 @@ importing Keras: :func:`start_method`), shows one progress display for all of th
 and stops them cleanly on Ctrl-C/SIGTERM. The parent hands out the study's new trials one at a
 time, to whichever worker is free (:class:`TrialGrants`): the total is exact and no core waits
 idle at the end while another worker still works through a share of its own. Processes on other
-machines join the same study through a shared
-storage with ``nnstudy run SPEC --storage ... --tracking-uri ...``.
+machines join the same study through a shared storage with ``nnstudy run SPEC --storage ...
+--tracking-uri ...``.
 """
 
 from __future__ import annotations
@@ -223,8 +223,8 @@ def _worker_main(conn: Any, env: dict[str, str], backend: str, inherited: list[i
     once -- while the parent still validates the spec and data and creates the stores -- then waits on
     ``conn`` for its task: ``(spec, store, data, n_trials, timeout)``, or ``None`` (the study did not
     start: exit 0 having written nothing). It runs at most ``n_trials`` trials, each granted by the
-    parent over ``conn`` when it asks (:class:`TrialGrants`). ``inherited``: file descriptors a forked child closes (the
-    parent's ends of the other workers' pipes).
+    parent over ``conn`` when it asks (:class:`TrialGrants`). ``inherited``: file descriptors a forked
+    child closes (the parent's ends of the other workers' pipes).
 
     It starts with SIGINT ignored (see :func:`nnstudy.interrupts.sigint_ignored`): a Ctrl-C before the gate
     below is installed reaches the parent, which stops it with SIGTERM. Exits 130 when interrupted, its
@@ -414,11 +414,12 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
             done = len(ctx.study.get_trials(deepcopy=False, states=finished)) - done_before
             progress.show(ctx.study, done, running=len(running))
 
-    def hang_up() -> None:
-        """Close the parent's ends of the pipes: a worker waiting for an answer gets none (no more trials)."""
-        for conn in list(asking):
+    def hang_up(pid: int | None = None) -> None:
+        """Close the parent's ends of the pipes (of worker ``pid``; None: all): a worker waiting for an
+        answer gets none (no more trials)."""
+        for conn in [c for c, p in asking.items() if pid is None or p == pid]:
+            asking.pop(conn)
             conn.close()
-        asking.clear()
 
     try:
         with GATE.interruptible():  # waiting for the workers: an interrupt stops them at once
@@ -428,16 +429,13 @@ def run_workers(ctx: StudyContext, pool: WorkerPool, *, progress: StudyProgress 
             while running:
                 ready = _readable([*asking, *(proc.sentinel for proc in running.values())], poll_s)
                 for conn in [c for c in asking if c in ready]:
-                    if not grants.answer(asking[conn], conn):
-                        asking.pop(conn)
-                        conn.close()
+                    if not grants.answer(asking[conn], conn):  # that worker has ended
+                        hang_up(asking[conn])
                 for i, proc in list(running.items()):
                     if not proc.is_alive():
                         proc.join()
                         running.pop(i)
-                        for conn in [c for c, pid in asking.items() if pid == proc.pid]:
-                            asking.pop(conn)
-                            conn.close()
+                        hang_up(int(proc.pid))
                         killed = proc.exitcode is not None and proc.exitcode < 0
                         if killed:  # by a signal: fail (and re-run) its trial
                             deaths += 1
