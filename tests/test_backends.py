@@ -2,8 +2,8 @@
 
 The backend is chosen before Keras is imported, and this pytest process has imported Keras with
 TensorFlow already, so every JAX run is a subprocess that lets nnstudy choose (``--backend jax``,
-then the backend recorded with the study). Without jax installed these tests skip, naming the extra;
-CI installs it and sets ``NNSTUDY_TEST_BACKENDS=jax``, which turns the skip into a failure.
+then the backend recorded with the study). The ``[test]`` extra installs jax; where it is missing these
+tests skip, naming the extra, and CI's ``NNSTUDY_TEST_BACKENDS=jax`` turns that skip into a failure.
 """
 
 from __future__ import annotations
